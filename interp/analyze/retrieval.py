@@ -1,0 +1,356 @@
+"""Retrieval heads (Wu et al. 2024): the heads that copy a fact out of a long context.
+
+Definition (the paper's, as its official code computes it): run needle-in-a-haystack trials with
+greedy decoding. At every decoding step, for every head, take the argmax key of the head's
+attention on the row that produces the next token; if that key lies in the needle's answer span
+and holds the same token the model just generated, the head copied it: add `1 / len(span)`.
+Only trials whose answer is recalled (ROUGE-1 recall > 0.5) count; a head's score is its mean over
+the counted trials.
+
+How it is computed here: prefill and decoding run through SDPA; a tiny probe (`DecodeArgmax`) keeps,
+per forward pass, only the argmax key of the newest query row of every head (`batch x head`
+integers per layer and step), never a full pattern. Trials run many per batch, left-padded.
+
+    >>> import interp
+    >>> from interp.tasks.niah import NiahConfig, build_trials
+    >>> m = interp.load("smollm2")                                                   # doctest: +SKIP
+    >>> trials = build_trials(m.tokenizer, NiahConfig(lengths=(300, 500)), n_ctx=m.adapter.n_ctx)  # doctest: +SKIP
+    >>> scores = retrieval_scores(m, trials, batch_size=8, checkpoint="runs/trials.jsonl")  # doctest: +SKIP
+    >>> scores.top(5), scores.fraction_over(0.1), scores.success_rate                 # doctest: +SKIP
+    >>> scores.save("retrieval_heads.json")      # the official {"layer-head": [scores...]} format
+
+Memory: one batch of prompts plus its KV cache; the argmax record is `steps x layer x batch x head`
+integers. An interrupted scan resumes from `checkpoint` (one JSON line per finished trial).
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.capture import AttentionCall, Probe, capture
+from interp.errors import InterpError
+from interp.models.model import as_model
+from interp.tasks.niah import Trial, batches, rouge1_recall
+
+RECALL_THRESHOLD = 0.5  # the official code counts trials with ROUGE-1 recall > 50
+
+
+@dataclass
+class DecodeArgmax(Probe):
+    """Per forward pass and layer, the argmax key (absolute position) of each head's newest query row.
+
+    `argmax()` stacks them as `[step, layer, batch, head]`. Costs one `batch x head x key` row per
+    layer and step; the attention output stays SDPA's (edits by other probes are seen).
+    """
+
+    stack: str | None = None
+    _steps: dict = field(default_factory=dict, repr=False)
+    _n_layers: int = 0
+
+    def begin(self, model) -> None:
+        self.stack = self.stack or model.adapter.main_stack
+        self._n_layers = model.adapter.n_layers(self.stack)
+        self._steps = {}
+
+    def wants(self, stack: str, layer: int) -> bool:
+        return stack == self.stack
+
+    def record(self, call: AttentionCall, z) -> None:
+        last = slice(call.q_len - 1, call.q_len)
+        w = call.weights(rows=last)[:, :, 0]  # [batch, head, key], fp32, edits included
+        self._steps.setdefault(call.step, {})[call.layer] = w.argmax(-1) + call.key_offset
+
+    def argmax(self) -> Int[Tensor, "step layer batch head"]:
+        steps = sorted(self._steps)
+        return torch.stack([torch.stack([self._steps[s][l] for l in range(self._n_layers)]) for s in steps])
+
+
+def copy_hits(
+    argmax: Int[Tensor, "step layer batch head"],
+    sequences: Int[Tensor, "batch pos"],
+    prompt_len: int,
+    answer_span: Int[Tensor, "batch 2"],
+    n_steps: Int[Tensor, " batch"],
+) -> Float[Tensor, "batch layer head"]:
+    """The paper's per-trial score: sum over valid steps of 1/len(span) where a head's argmax copies.
+
+    Step `s` produced token `sequences[:, prompt_len + s]`; it is valid for a row while `s < n_steps`.
+    """
+    n_steps_total = argmax.shape[0]
+    generated = sequences[:, prompt_len:prompt_len + n_steps_total]  # [batch, step]
+    key_tokens = torch.gather(sequences[None, None].expand(n_steps_total, argmax.shape[1], -1, -1), 3,
+                              argmax.clamp_max(sequences.shape[1] - 1))  # [step, layer, batch, head]
+    start, stop = answer_span[:, 0], answer_span[:, 1]
+    inside = (argmax >= start[None, None, :, None]) & (argmax < stop[None, None, :, None])
+    same = key_tokens == generated.T[:, None, :, None]
+    valid = torch.arange(n_steps_total)[:, None] < n_steps[None, :]  # [step, batch]
+    hits = (inside & same & valid[:, None, :, None]).sum(0).float()  # [layer, batch, head]
+    return (hits / (stop - start).float()[None, :, None]).permute(1, 0, 2)
+
+
+@dataclass
+class TrialResult:
+    """One finished trial: what the model answered, its recall, and (for a scan) its per-head scores."""
+
+    id: str
+    output: str
+    recall: float
+    scores: Float[Tensor, "layer head"] | None = None
+
+    @property
+    def recalled(self) -> bool:
+        return self.recall > RECALL_THRESHOLD
+
+    def to_json(self) -> dict:
+        record = {"id": self.id, "output": self.output, "recall": self.recall}
+        if self.scores is not None:
+            record["scores"] = self.scores.tolist()
+        return record
+
+
+def run_trials(
+    model,
+    trials: Sequence[Trial],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    edits: Sequence[Probe] = (),
+    score: bool = False,
+    progress: bool | str = True,
+) -> Iterator[list[TrialResult]]:
+    """Generate greedily for `trials` in left-padded batches; yield each batch's results as it finishes.
+
+    `edits` (e.g. head ablations) apply during the whole generation; `score=True` also computes the
+    retrieval score of every trial (`TrialResult.scores`).
+    """
+    m = as_model(model)
+    tok = m.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = _eos_ids(m)
+    with _progress(progress, len(trials)) as advance:
+        for group, batch in batches(trials, batch_size, pad_id, device=m.device):
+            probe = DecodeArgmax() if score else None
+            with capture(m, edits=list(edits), probes=[probe] if probe else []):
+                seq = m.hf.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                                    top_k=None, pad_token_id=pad_id, eos_token_id=sorted(eos))
+            prompt_len = batch["input_ids"].shape[1]
+            new = seq[:, prompt_len:].cpu()
+            n_steps = _valid_steps(new, eos)
+            scores = None
+            if probe is not None:
+                scores = copy_hits(probe.argmax().cpu(), seq.cpu(), prompt_len, batch["answer_span"].cpu(), n_steps)
+            results = []
+            for row, trial in enumerate(group):
+                text = tok.decode(new[row, :n_steps[row]].tolist(), skip_special_tokens=True)
+                results.append(TrialResult(trial.id, text, rouge1_recall(trial.needle.answer, text),
+                                           None if scores is None else scores[row]))
+            advance(len(group))
+            yield results
+
+
+def _eos_ids(m) -> set[int]:
+    eos = m.hf.generation_config.eos_token_id if m.hf.generation_config is not None else None
+    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if m.tokenizer.eos_token_id is not None:
+        eos.add(m.tokenizer.eos_token_id)
+    return eos
+
+
+def _valid_steps(new: Tensor, eos: set[int]) -> Int[Tensor, " batch"]:
+    """Generated tokens before the first end-of-sequence token, per row."""
+    is_eos = torch.isin(new, torch.tensor(sorted(eos), dtype=new.dtype)) if eos else torch.zeros_like(new, dtype=bool)
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(new[:, 0], new.shape[1]))
+    return first
+
+
+class _progress:
+    """A rich progress bar over trials (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool | str, total: int):
+        self.enabled, self.total = enabled, total
+        self.label = enabled if isinstance(enabled, str) else "trials"
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=False)
+        self.bar.__enter__()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+@dataclass
+class RetrievalScores:
+    """Per-head retrieval scores over the counted (recalled) trials.
+
+    `per_trial[t, layer, head]` is trial `trial_ids[t]`'s score; `mean` averages over trials.
+    `n_trials` counts every trial run, recalled or not.
+    """
+
+    per_trial: Float[Tensor, "trial layer head"]
+    trial_ids: list[str]
+    n_trials: int
+    model: str = ""
+
+    @property
+    def mean(self) -> Float[Tensor, "layer head"]:
+        if not len(self.trial_ids):
+            return torch.zeros(self.per_trial.shape[1:])
+        return self.per_trial.mean(0)
+
+    @property
+    def n_layers(self) -> int:
+        return self.per_trial.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        return self.per_trial.shape[2]
+
+    @property
+    def success_rate(self) -> float:
+        return len(self.trial_ids) / self.n_trials if self.n_trials else 0.0
+
+    def fraction_over(self, threshold: float = 0.1) -> float:
+        """Fraction of all heads whose mean score exceeds `threshold` (the paper: typically < 5% over 0.1)."""
+        return (self.mean > threshold).float().mean().item()
+
+    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """The `k` highest-scoring heads as `(layer, head, score)`, best first (ties: lower layer, head)."""
+        n = self.n_layers * self.n_heads
+        if not 0 <= k <= n:
+            raise InterpError(f"top-k {k} is out of range: the model has {n} heads ({self.n_layers} layers x "
+                              f"{self.n_heads} heads); choose k in 0..{n}.")
+        flat = self.mean.flatten()
+        order = sorted(range(n), key=lambda i: (-flat[i].item(), i))[:k]
+        return [(i // self.n_heads, i % self.n_heads, flat[i].item()) for i in order]
+
+    def to_json(self) -> dict[str, list[float]]:
+        """The official score-file format: `{"layer-head": [score per counted trial, ...]}`."""
+        return {f"{l}-{h}": self.per_trial[:, l, h].tolist() for l in range(self.n_layers)
+                for h in range(self.n_heads)}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def from_json(cls, data: dict | str | Path, *, n_layers: int | None = None, n_heads: int | None = None,
+                  model: str = "") -> "RetrievalScores":
+        """Read an official score file (or its dict). Sizes default to the largest indices found."""
+        if not isinstance(data, dict):
+            path = Path(data)
+            if not path.is_file():
+                raise InterpError(f"retrieval score file {path} does not exist; write one with `RetrievalScores.save` "
+                                  f"or pass a released `{{\"layer-head\": [scores]}}` JSON file.")
+            data = json.loads(path.read_text())
+        try:
+            keys = {tuple(int(x) for x in k.split("-")): v for k, v in data.items()}
+        except (ValueError, AttributeError) as err:
+            raise InterpError(f"not a retrieval score file: keys must look like 'layer-head' ({err}).") from None
+        lengths = {len(v) for v in keys.values()}
+        if len(lengths) > 1:
+            raise InterpError(f"score lists have different lengths {sorted(lengths)}; every head needs one score "
+                              f"per counted trial.")
+        n_layers = n_layers or 1 + max(l for l, _ in keys)
+        n_heads = n_heads or 1 + max(h for _, h in keys)
+        n = lengths.pop() if lengths else 0
+        per_trial = torch.zeros(n, n_layers, n_heads)
+        for (l, h), v in keys.items():
+            if l >= n_layers or h >= n_heads:
+                raise InterpError(f"score file names head {l}-{h}, outside {n_layers} layers x {n_heads} heads.")
+            per_trial[:, l, h] = torch.tensor(v, dtype=torch.float32)
+        return cls(per_trial, [f"trial{i}" for i in range(n)], n, model)
+
+    def figure(self, title: str | None = None):
+        """A plotly layer x head heatmap of the mean scores."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Heatmap(z=self.mean.numpy(), colorscale="Viridis", colorbar={"title": "score"},
+                                   hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
+        fig.update_layout(title=title or f"Retrieval scores {self.model} ({len(self.trial_ids)}/{self.n_trials} "
+                          f"trials recalled)", xaxis_title="head", yaxis_title="layer")
+        return fig
+
+
+def retrieval_scores(
+    model,
+    trials: Sequence[Trial],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> RetrievalScores:
+    """Score every head over `trials` (see the module docstring).
+
+    `checkpoint`: a JSONL file; finished trials are appended as they complete and skipped on a
+    rerun, so an interrupted scan resumes instead of starting over.
+    """
+    m = as_model(model)
+    if not trials:
+        raise InterpError("no trials to score; build some with interp.tasks.niah.build_trials.")
+    done = load_checkpoint(checkpoint) if checkpoint else {}
+    todo = [t for t in trials if t.id not in done]
+    sink = _open_append(checkpoint) if checkpoint else None
+    try:
+        for results in run_trials(m, todo, batch_size=batch_size, max_new_tokens=max_new_tokens, score=True,
+                                  progress=progress and "retrieval scan"):
+            for r in results:
+                done[r.id] = r
+                if sink:
+                    sink.write(json.dumps(r.to_json()) + "\n")
+            if sink:
+                sink.flush()
+    finally:
+        if sink:
+            sink.close()
+    return scores_from_results([done[t.id] for t in trials], m.adapter.n_layers(), m.adapter.n_heads, m.name)
+
+
+def scores_from_results(results: Sequence[TrialResult], n_layers: int, n_heads: int, model: str = "") -> RetrievalScores:
+    counted = [r for r in results if r.recalled]
+    per_trial = torch.stack([r.scores for r in counted]) if counted else torch.zeros(0, n_layers, n_heads)
+    if per_trial.shape[1:] != (n_layers, n_heads):
+        raise InterpError(f"saved trial scores have shape {tuple(per_trial.shape[1:])}, not ({n_layers}, {n_heads}): "
+                          f"the checkpoint belongs to another model; use a fresh checkpoint file.")
+    return RetrievalScores(per_trial, [r.id for r in counted], len(results), model)
+
+
+def _open_append(path: str | Path):
+    """Open a JSONL file for appending, finishing a line torn by an interruption first."""
+    path = Path(path)
+    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    sink = open(path, "a")
+    if torn:
+        sink.write("\n")
+    return sink
+
+
+def load_checkpoint(path: str | Path) -> dict[str, TrialResult]:
+    """Finished trials from a scan's JSONL checkpoint (missing file: none; a torn last line is ignored)."""
+    path = Path(path)
+    done = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written when the scan was interrupted
+        done[r["id"]] = TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"]))
+    return done
+
+
+__all__ = ["DecodeArgmax", "copy_hits", "TrialResult", "run_trials", "RetrievalScores", "retrieval_scores",
+           "scores_from_results", "load_checkpoint", "RECALL_THRESHOLD"]

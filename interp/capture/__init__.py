@@ -1,0 +1,19 @@
+"""The capture engine: one attention function, probes that record and edit, hooks that never leak.
+
+Public surface:
+    capture(model, patterns=..., q/k/v/z=..., resid_pre/resid_post/attn_out/mlp_out=..., edits=[...])
+    Patterns, Activations, Residual, Patch   — recorders and the residual patch editor
+    Probe, AttentionCall                     — to write your own recorder or editor
+    visible_keys                             — the mask semantics, in one place
+"""
+
+from interp.capture.attention import IMPLEMENTATION
+from interp.capture.call import AttentionCall
+from interp.capture.hooks import Patch, Residual
+from interp.capture.masks import visible_keys
+from interp.capture.probe import Probe
+from interp.capture.recorders import Activations, Patterns
+from interp.capture.session import Recording, capture
+
+__all__ = ["capture", "Recording", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
+           "visible_keys", "IMPLEMENTATION"]

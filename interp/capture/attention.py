@@ -1,0 +1,110 @@
+"""The one attention function `interp` registers in transformers' `AttentionInterface`.
+
+While a capture is active the model runs with `attn_implementation="interp"`. For each attention
+layer this function asks the active captures which probes want the layer:
+
+- none: plain `sdpa_attention_forward` — an idle layer costs nothing;
+- recorders only: SDPA output, then each recorder reads what it needs from the `AttentionCall`;
+- weight editors: the edited heads are recomputed exactly (eager math, fp32 softmax), edited, and
+  their output replaces SDPA's; `z` editors then change the per-head output.
+
+It returns `(z, None)` with `z` of shape `[batch, query, head, d_head]`, like every transformers
+attention function; `z` is exactly the input of the output projection, split by head.
+
+The mask builder registered beside it is SDPA's, so padded batches get a boolean mask and
+unpadded prefill gets `None` (causal), as with `attn_implementation="sdpa"`.
+"""
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from interp.capture.call import AttentionCall
+
+IMPLEMENTATION = "interp"
+
+# Captures currently open, innermost last. Each has `.sites` (module -> (stack, layer)), `.probes`
+# and `.step`. Entries are added and removed only by `interp.capture.session.capture`, in `finally`.
+ACTIVE: list = []
+
+
+def interp_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    softcap = kwargs.pop("softcap", None)
+    probes, call = [], None
+    for session in ACTIVE:
+        site = session.sites.get(module)
+        if site is None:
+            continue
+        stack, layer = site
+        for probe in session.probes:
+            if probe.wants(stack, layer):
+                probes.append(probe)
+                if call is None:
+                    call = _make_call(module, stack, layer, session.step, query, key, value, attention_mask,
+                                      scaling, softcap, kwargs.get("position_bias"))
+                    if call.is_causal:  # keys end at the newest token; a sliding cache may have dropped the oldest
+                        call.key_offset = max(0, session.seen_before + call.q_len - call.k_len)
+    if call is None and softcap is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    if call is None:  # soft-capped model with nothing captured here: SDPA cannot softcap, use the exact path
+        call = _make_call(module, "", -1, 0, query, key, value, attention_mask, scaling, softcap,
+                          kwargs.get("position_bias"))
+
+    editors = [(p, p.edited_heads(call)) for p in probes]
+    editors = [(p, h) for p, h in editors if h is not None and len(h)]
+    if softcap is not None:
+        z = _exact_output(call, torch.arange(call.n_heads, device=query.device), editors)
+    else:
+        z = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                   **kwargs)[0]
+        if editors:
+            heads = torch.unique(torch.cat([h.to(query.device) for _, h in editors]))
+            z[:, :, heads] = _exact_output(call, heads, editors)
+    for probe in probes:
+        z = probe.edit_z(call, z)
+    for probe in probes:
+        probe.record(call, z)
+    return z, None
+
+
+def _make_call(module, stack, layer, step, query, key, value, mask, scaling, softcap, position_bias):
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return AttentionCall(stack=stack, layer=layer, module=module, query=query, key=key, value=value,
+                         attention_mask=mask, scaling=scaling, softcap=softcap,
+                         is_causal=bool(getattr(module, "is_causal", True)), step=step,
+                         position_bias=position_bias)
+
+
+def _exact_output(call: AttentionCall, heads: torch.Tensor, editors) -> torch.Tensor:
+    """Eager attention for `heads`, with every editor's weight edit applied, as `[batch, query, head, d_head]`."""
+    weights = call.weights(heads)
+    for probe, edited in editors:
+        edited = edited.to(heads.device)
+        idx = torch.nonzero(heads[:, None] == edited[None, :])[:, 0]  # positions of edited heads within `heads`
+        weights[:, idx] = probe.edit_weights(call, weights[:, idx], heads[idx])
+    call.edited = (heads, weights)
+    v = call.value[:, call.kv_head_of(heads)]
+    out = torch.matmul(weights.to(v.dtype), v)
+    return out.transpose(1, 2)
+
+
+def register() -> None:
+    """Make `attn_implementation="interp"` available to every transformers model (idempotent)."""
+    AttentionInterface.register(IMPLEMENTATION, interp_attention)
+    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+
+
+register()
+
+__all__ = ["IMPLEMENTATION", "ACTIVE", "interp_attention", "register", "repeat_kv"]

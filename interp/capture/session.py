@@ -1,0 +1,185 @@
+"""`interp.capture`: run a model with recorders and editors, leave it exactly as it was.
+
+    >>> with interp.capture(m, patterns=[0, 5], z=True, resid_pre=[5]) as rec:   # doctest: +SKIP
+    ...     m(**m.encode(["Ann loves pie. Who loves pie?"]))
+    >>> rec.patterns[5].shape, rec.z[5].shape, rec.resid_pre[5].shape             # doctest: +SKIP
+
+Each keyword takes `True` (all layers), a list of layers, or a configured probe
+(`Patterns(layers=..., heads=..., queries=...)`, `Activations(what="q")`, `Residual(...)`).
+`edits=` takes editors (ablation, calibration, patching) applied during the capture.
+On exit — also on an exception — every hook is removed and the attention implementation restored.
+
+A capture records one sequence: one forward pass, or the passes of one `generate` call, whose
+records concatenate on the position axis. For several independent batches open one capture each
+(or read each pass separately with `rec.patterns.steps(layer)`).
+
+Backends: an `interp.Model` from `load(..., backend="hf" | "nnsight")` is captured through the
+`AttentionInterface` function; `backend="tl"` reads TransformerLens hook points instead
+(patterns, z, q/k/v and the residual sites; editors need the "hf" or "nnsight" backend).
+Gradients are off inside the block unless `grad=True`.
+"""
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from interp.capture import attention
+from interp.capture.hooks import SITES, Residual
+from interp.capture.probe import Probe
+from interp.capture.recorders import Activations, Patterns
+from interp.capture.store import LayerMap
+from interp.errors import UnsupportedArchitectureError
+from interp.models.model import Model, as_model
+
+ATTENTION_SITES = ("patterns", "q", "k", "v", "z")
+
+
+@dataclass
+class Recording:
+    """What a capture recorded. Each field maps layer -> tensor (see `interp.axes` for the axes)."""
+
+    patterns: LayerMap
+    q: LayerMap
+    k: LayerMap
+    v: LayerMap
+    z: LayerMap
+    resid_pre: LayerMap
+    resid_post: LayerMap
+    attn_out: LayerMap
+    mlp_out: LayerMap
+    probes: list[Probe] = field(default_factory=list)
+    n_forward: int = 0
+
+
+@dataclass
+class _Session:
+    sites: dict
+    probes: list[Probe]
+    step: int = -1
+    seen_before: int = 0  # tokens fed to the main stack by earlier forward passes of this capture
+    seen: int = 0
+
+
+def _probe_for(name: str, spec):
+    """Turn a keyword value (True, a list of layers, or a probe) into a probe."""
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, Probe):
+        return spec
+    layers = None if spec is True else [spec] if isinstance(spec, int) else list(spec)
+    if name == "patterns":
+        return Patterns(layers=layers)
+    if name in ("q", "k", "v", "z"):
+        return Activations(layers=layers, what=name)
+    return Residual(site=name, layers=layers)
+
+
+@contextmanager
+def capture(
+    model,
+    *,
+    patterns=None,
+    q=None,
+    k=None,
+    v=None,
+    z=None,
+    resid_pre=None,
+    resid_post=None,
+    attn_out=None,
+    mlp_out=None,
+    edits: list[Probe] = (),
+    probes: list[Probe] = (),
+    grad: bool = False,
+) -> Iterator[Recording]:
+    model = as_model(model)
+    specs = dict(patterns=patterns, q=q, k=k, v=v, z=z, resid_pre=resid_pre, resid_post=resid_post,
+                 attn_out=attn_out, mlp_out=mlp_out)
+    if model.backend == "tl":
+        from interp.capture.tl import tl_probe
+
+        if edits:
+            raise UnsupportedArchitectureError(
+                "editors (ablation, calibration, patching) run through the HF attention function; load the "
+                "model with backend='hf' or 'nnsight' to use them."
+            )
+        named = {n: tl_probe(n, s) for n, s in specs.items()}
+    else:
+        named = {n: _probe_for(n, s) for n, s in specs.items()}
+    all_probes = [p for p in named.values() if p is not None] + list(edits) + list(probes)
+    main = model.adapter.main_stack
+    empty = {n: LayerMap(main, cat_dim=1) for n in named}
+    session = _Session(sites={}, probes=all_probes)
+    handles, previous = [], None
+    try:
+        for probe in all_probes:
+            probe.begin(model)
+        if model.backend != "tl":
+            session.sites = {getattr(mod, "original_component", mod): site
+                             for mod, site in model.adapter.attention_sites().items()}
+            previous = _switch_attention(model)
+        handles.append(model.hf.register_forward_pre_hook(_step_hook(session, model), with_kwargs=True))
+        for probe in all_probes:
+            for module, kind, fn in probe.module_hooks(model):
+                if kind == "pre":
+                    handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+                else:
+                    handles.append(module.register_forward_hook(fn, with_kwargs=True))
+        attention.ACTIVE.append(session)
+        rec = Recording(**{n: (p.data if p is not None else empty[n]) for n, p in named.items()},
+                        probes=all_probes)
+        with nullcontext() if grad else torch.no_grad():
+            yield rec
+        rec.n_forward = session.step + 1
+    finally:
+        if session in attention.ACTIVE:
+            attention.ACTIVE.remove(session)
+        for handle in handles:
+            handle.remove()
+        if previous is not None:
+            model.hf.set_attn_implementation(previous)
+        for probe in all_probes:
+            probe.end()
+
+
+def _switch_attention(model: Model) -> str | None:
+    """Route the model's attention through `interp`; return the implementation to restore (None: keep)."""
+    current = model.hf.config._attn_implementation
+    if current == attention.IMPLEMENTATION:
+        return None
+    model.hf.set_attn_implementation(attention.IMPLEMENTATION)
+    if model.hf.config._attn_implementation != attention.IMPLEMENTATION:
+        raise UnsupportedArchitectureError(
+            f"{type(model.hf).__name__} does not route attention through transformers' AttentionInterface, so "
+            f"interp cannot capture it exactly. Supported: models whose attention calls "
+            f"ALL_ATTENTION_FUNCTIONS (Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX, Whisper, ...)."
+        )
+    return current
+
+
+def _step_hook(session: _Session, model: Model):
+    def hook(module, args, kwargs):
+        session.step += 1
+        name = "decoder_input_ids" if model.hf.config.is_encoder_decoder else "input_ids"
+        ids = kwargs.get(name, args[0] if args and torch.is_tensor(args[0]) and name == "input_ids" else None)
+        if ids is None:
+            embeds = kwargs.get("decoder_inputs_embeds" if name != "input_ids" else "inputs_embeds")
+            n_new = embeds.shape[1] if embeds is not None else 0
+        else:
+            n_new = ids.shape[-1]
+        past = _cached(kwargs)  # 0: a fresh sequence; > 0: a continuation (decoding) of the last one
+        session.seen_before = session.seen if past else 0
+        session.seen = session.seen_before + n_new
+        if not model.hf.config.is_encoder_decoder:
+            model.check_length(max(session.seen, past + n_new))
+
+    return hook
+
+
+def _cached(kwargs) -> int:
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))  # renamed `cache` in transformers 5.2x
+    return int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+
+
+__all__ = ["capture", "Recording", "SITES", "ATTENTION_SITES"]

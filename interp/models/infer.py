@@ -1,0 +1,215 @@
+"""Automatic adapters: find the blocks, attention, output projection and MLP of any transformers LM.
+
+`interp` captures attention inside transformers' `AttentionInterface`, so an architecture needs
+no code of its own; it only needs an `Adapter` saying where things are. `infer_stack` reads that
+off the module tree of the language model (the text tower of a multimodal model):
+
+- blocks: the longest `nn.ModuleList` under the decoder whose items hold an attention module;
+- attention: the submodule of a block whose class's `forward` calls the attention interface
+  (`ALL_ATTENTION_FUNCTIONS`); hybrid models (Mamba / linear-attention layers) keep the list of
+  blocks that have one;
+- output projection: the linear layer inside (or next to) the attention module whose input is
+  `n_heads x head_dim` wide — its input is the per-head output `z`;
+- MLP: the block's `mlp` / `feed_forward` / `ffn` ... submodule (MoE blocks included), if any.
+
+Head counts come from the attention module itself when it says (`num_heads`, `head_dim`,
+`num_key_value_groups`), else from the text config.
+
+    >>> from transformers import Qwen2Config, Qwen2ForCausalLM
+    >>> m = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                                  num_attention_heads=4, num_key_value_heads=2, vocab_size=64))
+    >>> s = infer_stack(m)
+    >>> (s.stack.blocks, s.stack.attn, s.stack.out_proj, s.stack.mlp, s.n_heads, s.n_kv_heads, s.head_dim)
+    ('model.layers', 'self_attn', 'o_proj', 'mlp', 4, 2, 8)
+
+Refusals (`UnsupportedArchitectureError`, with the reason) are decided in `refusal(model)`:
+attention that transformers does not route through the interface, and attention terms the
+interface function cannot reproduce (learned sinks in the weights, e.g. gpt-oss).
+"""
+
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+
+from torch import nn
+
+from interp.errors import UnsupportedArchitectureError
+
+_OUT_NAMES = ("o_proj", "out_proj", "dense", "c_proj", "wo", "o", "proj", "out", "output_proj", "attn_out")
+_NOT_OUT = ("query", "key", "value", "q_", "k_", "v_", "qkv", "c_attn", "gate", "in_proj", "lora", "norm")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "mlp_block", "ff", "feedforward",
+              "fc2", "output")
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What `infer_stack` found: a `Stack` and the head geometry."""
+
+    stack: "Stack"  # noqa: F821  (interp.models.adapters.Stack)
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+    attn_layers: tuple[int, ...]  # blocks that have an attention module (all, unless hybrid)
+
+
+@lru_cache(maxsize=None)
+def calls_interface(cls: type) -> bool:
+    """Whether `cls.forward` dispatches through transformers' attention interface."""
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface" in source
+
+
+def _attention_path(block: nn.Module) -> str | None:
+    """The shallowest submodule of `block` whose forward calls the attention interface."""
+    found = [name for name, mod in block.named_modules() if name and calls_interface(type(mod))]
+    self_attn = [n for n in found if "cross" not in n and "encoder_attn" not in n]
+    return min(self_attn or found, key=lambda n: (n.count("."), len(n)), default=None)
+
+
+def _language_model(model: nn.Module) -> tuple[nn.Module, str]:
+    """The text decoder inside `model` (itself for plain LMs) and its path from `model`."""
+    decoder = model
+    get = getattr(model, "get_decoder", None)
+    if callable(get):
+        try:
+            decoder = get() or model
+        except (AttributeError, NotImplementedError, ValueError):
+            decoder = model
+    if decoder is model:
+        return model, ""
+    for name, mod in model.named_modules():
+        if mod is decoder:
+            return decoder, name
+    return model, ""
+
+
+def _blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The longest module list under `root` with attention modules in its items."""
+    best = None
+    for name, mod in root.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
+            continue
+        n_attn = sum(_attention_path(item) is not None for item in mod)
+        if n_attn and (best is None or (len(mod), -name.count(".")) > (len(best[1]), -best[0].count("."))):
+            best = (name, mod)
+    if best is None:
+        raise UnsupportedArchitectureError(
+            f"{type(root).__name__} has no layer whose attention calls transformers' AttentionInterface "
+            f"(ALL_ATTENTION_FUNCTIONS); interp cannot capture its attention exactly."
+        )
+    return best
+
+
+def _text_config(model: nn.Module):
+    config = model.config
+    get = getattr(config, "get_text_config", None)
+    return get(decoder=True) if callable(get) else config
+
+
+def _first(obj, *names):
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _geometry(attn: nn.Module, config) -> tuple[int, int, int, int]:
+    """(n_heads, n_kv_heads, head_dim, d_model) from the attention module, then the config."""
+    d_model = _first(config, "hidden_size", "n_embd", "d_model", "dim")
+    n_heads = _first(attn, "num_heads", "num_attention_heads", "n_heads", "n_head") or _first(
+        config, "num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads")
+    head_dim = _first(attn, "v_head_dim", "head_dim", "attention_head_size", "head_size") or _first(
+        config, "v_head_dim", "head_dim", "d_kv", "kv_channels") or d_model // n_heads  # z's width: values
+    groups = _first(attn, "num_key_value_groups")
+    n_kv = n_heads // groups if groups else _first(attn, "num_key_value_heads", "num_kv_heads") or _first(
+        config, "num_key_value_heads", "num_kv_heads", "n_kv_heads") or n_heads
+    if getattr(config, "multi_query", False) and not groups:
+        n_kv = 1
+    return n_heads, n_kv, head_dim, d_model
+
+
+def _in_width(mod: nn.Module) -> int | None:
+    if isinstance(mod, nn.Linear):
+        return mod.in_features
+    weight = getattr(mod, "weight", None)  # GPT-2's Conv1D keeps weight as [in, out]
+    if type(mod).__name__ == "Conv1D" and weight is not None:
+        return weight.shape[0]
+    return None
+
+
+def _out_proj(block: nn.Module, attn_path: str, width: int) -> tuple[str, bool]:
+    """(path, relative to the block?) of the linear layer fed by the heads' concatenated output."""
+    attn = block.get_submodule(attn_path)
+    scopes = [(attn, False)]
+    parent = attn_path.rpartition(".")[0]
+    if parent:  # BERT-style: `attention.self` computes, `attention.output.dense` projects
+        scopes.append((block.get_submodule(parent), True))
+    found = []
+    for scope, in_block in scopes:
+        for n, m in scope.named_modules():
+            full = f"{parent}.{n}" if in_block else n
+            if n and _in_width(m) == width and not (in_block and full.startswith(attn_path + ".")):
+                found.append((n.rpartition(".")[2], full, in_block))
+    for leaf, full, in_block in found:
+        if leaf in _OUT_NAMES:
+            return full, in_block
+    for leaf, full, in_block in found:
+        if leaf not in ("q", "k", "v") and not any(part in leaf.lower() for part in _NOT_OUT):
+            return full, in_block
+    raise UnsupportedArchitectureError(
+        f"found no output projection ({width} inputs) in {type(attn).__name__}; per-head outputs `z` cannot be "
+        f"located. Add a declarative Family for this model in interp.models.adapters.FAMILIES."
+    )
+
+
+def _mlp(block: nn.Module) -> str | None:
+    names = dict(block.named_children())
+    for name in _MLP_NAMES:
+        if name in names:
+            return name
+    for name, mod in names.items():
+        kind = type(mod).__name__.lower()
+        if "mlp" in kind or "moe" in kind or "feedforward" in kind:
+            return name
+    return None
+
+
+def infer_stack(model: nn.Module) -> Inferred:
+    """Infer the decoder stack of a transformers causal LM (see the module docstring)."""
+    from interp.models.adapters import Stack
+
+    root, prefix = _language_model(model)
+    path, blocks = _blocks(root)
+    attn_paths = [_attention_path(b) for b in blocks]
+    attn_layers = tuple(i for i, p in enumerate(attn_paths) if p is not None)
+    paths = {attn_paths[i] for i in attn_layers}
+    if len(paths) > 1:
+        raise UnsupportedArchitectureError(
+            f"attention lives at different paths in different blocks ({', '.join(sorted(paths))}); add a "
+            f"declarative Family for {type(model).__name__} in interp.models.adapters.FAMILIES."
+        )
+    attn_path = paths.pop()
+    first = blocks[attn_layers[0]]
+    n_heads, n_kv, head_dim, d_model = _geometry(first.get_submodule(attn_path), _text_config(model))
+    out_path, in_block = _out_proj(first, attn_path, n_heads * head_dim)
+    blocks_path = f"{prefix}.{path}" if prefix and path else prefix or path
+    stack = Stack(blocks_path, attn=attn_path, out_proj=out_path, mlp=_mlp(first), out_proj_in_block=in_block,
+                  attn_layers=None if len(attn_layers) == len(blocks) else attn_layers)
+    return Inferred(stack, n_heads, n_kv, head_dim, d_model, attn_layers)
+
+
+def refusal(model: nn.Module) -> str | None:
+    """Why `interp` cannot capture `model` exactly, or None when it can."""
+    for name, mod in model.named_modules():
+        if calls_interface(type(mod)) and isinstance(getattr(mod, "sinks", None), nn.Parameter):
+            return (f"{type(mod).__name__} ({name}) adds learned attention sinks (`s_aux`) to the softmax; "
+                    f"interp's attention function does not apply them yet, so outputs would differ from the model.")
+    return None
+
+
+__all__ = ["Inferred", "infer_stack", "refusal", "calls_interface"]

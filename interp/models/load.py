@@ -1,0 +1,157 @@
+"""`interp.load`: one call from a model reference to a ready `interp.Model`.
+
+    >>> m = interp.load()                                   # the embedded SmolLM2-135M-Instruct, offline
+    >>> m = interp.load("path/to/hf_dir")                   # a local transformers directory
+    >>> m = interp.load("model.Q4_K_M.gguf")                # a GGUF file (dequantized on load)
+    >>> m = interp.load("smollm2", backend="tl")            # + m.bridge, a TransformerLens TransformerBridge
+    >>> m = interp.load("smollm2", backend="nnsight")       # + m.nnsight, an nnsight LanguageModel
+
+Every backend holds the same weights; `interp.capture` accepts each of them.
+"""
+
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          PreTrainedModel)
+
+from interp.errors import InterpError, ModelNotFoundError, UnsupportedArchitectureError
+from interp.models import zoo
+from interp.models.adapters import FAMILIES, adapter_for
+from interp.models.model import Model
+
+BACKENDS = ("hf", "tl", "nnsight")
+
+# Extra embedded models: name -> function(dtype, device) -> (hf_model, tokenizer, extras dict).
+EMBEDDED: dict[str, Callable] = {}
+
+
+def load(
+    ref: str | os.PathLike = "smollm2",
+    *,
+    backend: str = "hf",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
+    **from_pretrained_kwargs,
+) -> Model:
+    """Load a model for interpretability work (eval mode, gradients off by default in `capture`).
+
+    Args:
+        ref: "smollm2" (default, embedded), another embedded name, a local HF directory, a `.gguf`
+            file, or a hub id (only where a hub is reachable).
+        backend: "hf", "tl" (TransformerLens bridge) or "nnsight".
+        device, dtype: where and in which precision the weights live.
+        device_map: an accelerate device map ("auto", or a dict) to spread layers over devices,
+            CPU and disk; overrides `device`.
+    """
+    if backend not in BACKENDS:
+        raise InterpError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    name = str(ref)
+    extras = {}
+    if name in EMBEDDED:
+        hf, tokenizer, extras = EMBEDDED[name](dtype=dtype, device=device)
+    else:
+        path, gguf_file = _resolve(name)
+        kwargs = dict(dtype=dtype, **from_pretrained_kwargs)
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        hf = _from_pretrained(path, gguf_file, kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else \
+            AutoTokenizer.from_pretrained(path)
+        if device_map is None:
+            hf = hf.to(device)
+    hf.eval()
+    model = Model(hf, tokenizer, adapter_for(hf), name=_display_name(name), extras=extras)
+    if backend == "tl":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        model.bridge = TransformerBridge.boot_transformers(model.name, hf_model=hf, tokenizer=tokenizer)
+        model.backend = "tl"
+    elif backend == "nnsight":
+        from nnsight import LanguageModel
+
+        model.nnsight = LanguageModel(hf, tokenizer=tokenizer)
+        model.backend = "nnsight"
+    return model
+
+
+def _display_name(ref: str) -> str:
+    return zoo.ALIASES[ref].name if ref in zoo.ALIASES else ref
+
+
+def _resolve(ref: str) -> tuple[str, str | None]:
+    """(directory or hub id, gguf file name or None) for a model reference."""
+    if ref in zoo.ALIASES:
+        return str(zoo.ensure_smollm2()), None
+    path = Path(ref).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF directory.")
+        zoo.check_gguf(path)
+        return str(path.parent), path.name
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} has no config.json; pass a transformers model directory "
+                                     f"(as written by save_pretrained) or a .gguf file.")
+        _check_family(str(path))
+        return str(path), None
+    if _looks_like_path(ref):
+        raise ModelNotFoundError(
+            f"no model at {path}: the path does not exist. Pass an existing HF directory or .gguf file, or use the "
+            f"embedded default with interp.load('smollm2')."
+        )
+    return _hub(ref), None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1 or os.sep + os.sep in ref
+
+
+def _hub(ref: str) -> str:
+    try:
+        AutoConfig.from_pretrained(ref, local_files_only=True)
+        _check_family(ref)
+        return ref
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise ModelNotFoundError(
+            f"{ref!r} is not a local path and the Hugging Face hub cannot be reached from here. Alternatives: "
+            f"interp.load('smollm2') (embedded, offline), a local HF directory, or a .gguf file."
+        )
+    _check_family(ref)
+    return ref
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_family(path: str) -> None:
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type not in FAMILIES:
+        raise UnsupportedArchitectureError(
+            f"{path} is a {config.model_type!r} model, which interp has no adapter for. "
+            f"Supported families: {', '.join(sorted(FAMILIES))}."
+        )
+
+
+def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrainedModel:
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    config = AutoConfig.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoConfig.from_pretrained(path)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(path, **kwargs)
+    if gguf_file:  # dequantized in memory: plain weights from here on
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model

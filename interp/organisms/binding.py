@@ -1,0 +1,182 @@
+"""The binding model organism: a tiny `LlamaForCausalLM` trained to solve the binding tasks.
+
+SmolLM2-135M barely binds beyond n = 3, and an analyzer only ever run on a model that cannot bind
+proves nothing. This module trains, on CPU in minutes and reproducibly (fixed seeds), a few-layer
+Llama with a word-level tokenizer on the plain-format prompts of `interp.tasks.binding` (all
+templates, n = 2..12 groups, loss on the answer token only) and saves it as a standard
+transformers checkpoint, so every part of `interp` applies to it unchanged.
+
+    python -m interp.organisms.binding --out data/binding_organism      # ~10 min on 2 CPU cores
+
+Load it like any model:
+
+    >>> from interp.organisms.binding import load_organism
+    >>> model, tokenizer = load_organism()  # doctest: +SKIP
+
+Memory: the model is ~0.6M parameters (a few MB); training holds one batch of activations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from interp.errors import InterpError
+from interp.tasks.binding import TEMPLATES, BindingTask, accuracy, vocabulary
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "binding_organism"
+SPECIALS = ("<pad>", "<unk>", "<eos>")
+
+
+@dataclass
+class OrganismConfig:
+    """Architecture and training recipe (every number that decides the result is here)."""
+
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_mlp: int = 256
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    min_groups: int = 2
+    max_groups: int = 12
+    seed: int = 0
+    threads: int = 2
+    eval_groups: tuple[int, ...] = (3, 5, 6, 7, 8, 9, 10)
+    eval_per_position: int = 10
+
+
+def build_tokenizer():
+    """A word-level tokenizer over every word the templates can produce (punctuation split off)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(list(SPECIALS) + vocabulary())}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="<eos>", padding_side="left")
+
+
+def build_model(cfg: OrganismConfig, vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=True,
+        pad_token_id=0, bos_token_id=None, eos_token_id=2,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random):
+    """A left-padded batch of random prompts (any template, any n) and the answer token ids.
+
+    The tokenizer is word-level, so an answer's id is a vocabulary lookup (no per-answer encode).
+    """
+    prompts = [rng.choice(tasks).sample(rng.randint(cfg.min_groups, cfg.max_groups), rng=rng)
+               for _ in range(cfg.batch_size)]
+    enc = tokenizer([p.text for p in prompts], padding=True, return_tensors="pt")
+    target = torch.tensor(tokenizer.convert_tokens_to_ids([p.target for p in prompts]))
+    return enc["input_ids"], enc["attention_mask"], target
+
+
+def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True):
+    """Train the organism; return (model, tokenizer, log dict). Saves to `out` when given."""
+    from rich.progress import Progress
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    tokenizer = build_tokenizer()
+    model = build_model(cfg, len(tokenizer))
+    tasks = [BindingTask(name, tokenizer) for name in TEMPLATES]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.05, 1 - s / cfg.steps))
+    log, start, ema = {"loss": []}, time.time(), None
+    model.train()
+    with Progress(disable=not progress) as bar:
+        job = bar.add_task("training binding organism", total=cfg.steps)
+        for step in range(cfg.steps):
+            ids, mask, target = _batch(tasks, tokenizer, cfg, rng)
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            if step % 50 == 0 or step == cfg.steps - 1:
+                log["loss"].append((step, round(ema, 4)))
+                if not progress and step % 100 == 0:
+                    print(f"step {step} loss {ema:.3f} ({time.time() - start:.0f} s)", flush=True)
+            bar.update(job, advance=1, description=f"training binding organism (loss {ema:.3f})")
+    log["train_seconds"] = round(time.time() - start, 1)
+    model.eval()
+    log["heldout"] = evaluate(model, tokenizer, cfg, progress=progress)
+    if out is not None:
+        save(model, tokenizer, cfg, log, Path(out))
+    return model, tokenizer, log
+
+
+def evaluate(model, tokenizer, cfg: OrganismConfig, *, progress: bool = False) -> dict:
+    """Held-out accuracy per template and n (fresh prompts from a seed the training never used)."""
+    result = {}
+    for i, name in enumerate(TEMPLATES):
+        report = accuracy(model, tokenizer, BindingTask(name, tokenizer), list(cfg.eval_groups),
+                          per_position=cfg.eval_per_position, seed=10_000 + cfg.seed + i, progress=progress)
+        result[name] = report.to_json()
+    return result
+
+
+def save(model, tokenizer, cfg: OrganismConfig, log: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "recipe.json").write_text(json.dumps({"config": asdict(cfg), "log": log}, indent=1))
+
+
+def load_organism(path: str | Path = DEFAULT_DIR):
+    """(model, tokenizer) of the shipped organism, in eval mode, float32 on CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "model.safetensors").exists():
+        raise InterpError(f"no binding organism at {path}: train one with "
+                          f"`python -m interp.organisms.binding --out {path}`.")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the binding model organism (seeded, CPU).")
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--steps", type=int, default=OrganismConfig.steps)
+    parser.add_argument("--seed", type=int, default=OrganismConfig.seed)
+    parser.add_argument("--threads", type=int, default=OrganismConfig.threads)
+    parser.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    args = parser.parse_args(argv)
+    cfg = OrganismConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    _, _, log = train(cfg, args.out, progress=not args.quiet)
+    for name, rep in log["heldout"].items():
+        print(name, {n: round(a, 3) for n, a in rep["by_n"].items()})
+    print(f"trained in {log['train_seconds']} s; saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

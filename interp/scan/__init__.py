@@ -1,0 +1,25 @@
+"""`interp scan`: every analysis of one model, resumable, into `scan.json` and `report.html`.
+
+    >>> import interp.scan
+    >>> doc = interp.scan.scan("smollm2", analyses="heads", out="runs/smollm2")     # doctest: +SKIP
+    >>> sorted(interp.scan.available())                                          # doctest: +SKIP
+    ['binding', 'heads', 'retrieval', 'saliency', 'sinks']
+
+Add an analysis with `@interp.scan.register(name, ConfigDataclass, help)` (see `registry.py`).
+"""
+
+from interp.scan.registry import ANALYSES, Analysis, AnalysisResult, Context, Metric, UnknownAnalysisError, register
+from interp.scan.runner import ScanExistsError, load_scan, scan
+from interp.scan.schema import SCHEMA_VERSION
+from interp.scan.store import ScanFileError
+
+
+def available() -> dict[str, str]:
+    """Registered analyses -> their one-line help."""
+    import interp.scan.analyses  # noqa: F401
+
+    return {name: a.help for name, a in ANALYSES.items()}
+
+
+__all__ = ["scan", "load_scan", "available", "register", "ANALYSES", "Analysis", "AnalysisResult", "Context", "Metric",
+           "UnknownAnalysisError", "ScanExistsError", "ScanFileError", "SCHEMA_VERSION"]

@@ -1,0 +1,124 @@
+"""The registry of scan analyses: name -> a small function that scores every head of a model.
+
+An analysis is a function `run(model, config, ctx) -> AnalysisResult` plus a dataclass of settings
+whose defaults are small enough for a CPU scan. It does its work in named units and wraps each in
+`ctx.cached(unit, compute)`, so finished units are saved atomically and skipped on `--resume`.
+
+    >>> @register("my_metric", MyConfig, "what it measures")          # doctest: +SKIP
+    ... def my_metric(model, config, ctx):
+    ...     part = ctx.cached("all", lambda: {"score": compute(model).tolist()})
+    ...     return AnalysisResult({"score": Metric(part["score"], role="my role")}, primary="score")
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+from interp.errors import InterpError
+from interp.scan.store import Parts
+
+
+class UnknownAnalysisError(InterpError, KeyError):
+    """An analysis name the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class Metric:
+    """One per-head score map: `scores[layer][head]` (or `[layer][column]` for per-layer analyses).
+
+    role: what a high score means ("induction head"); higher_is: "role" when high scores mark the role.
+    columns: labels of the second axis when it is not heads (e.g. binding mechanisms).
+    """
+
+    scores: list[list[float]]
+    role: str
+    description: str = ""
+    columns: list[str] | None = None
+    threshold: float | None = None  # scores above it mark the role in the report's table
+
+
+@dataclass
+class AnalysisResult:
+    metrics: dict[str, Metric]
+    primary: str
+    summary: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"primary": self.primary, "summary": self.summary,
+                "metrics": {k: {f.name: getattr(m, f.name) for f in fields(m)} for k, m in self.metrics.items()}}
+
+
+@dataclass
+class Context:
+    """What an analysis gets from the runner: saved units, progress, the memory budget."""
+
+    parts: Parts
+    progress: Callable[[int, int], None] = lambda done, total: None
+    max_memory: int | None = None
+
+    def cached(self, unit: str, compute: Callable[[], Any]) -> Any:
+        return self.parts.cached(unit, compute)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    run: Callable[[Any, Any, Context], AnalysisResult]
+    config: type
+    help: str
+    available: Callable[[], str | None] = lambda: None  # None when usable, else why not
+
+    def make_config(self, overrides: dict | None = None):
+        """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
+        names = {f.name: f for f in fields(self.config)}
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise InterpError(f"analysis {self.name!r} has no setting {', '.join(sorted(unknown))}; "
+                              f"its settings are {', '.join(names)}.")
+        return self.config(**overrides)
+
+    def settings(self, config) -> dict:
+        return asdict(config)
+
+
+ANALYSES: dict[str, Analysis] = {}
+DEFAULT_ORDER = ("heads", "sinks", "retrieval", "binding", "saliency")
+
+
+def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None):
+    """Decorator: add `run(model, config, ctx)` to the registry under `name`."""
+
+    def wrap(run):
+        ANALYSES[name] = Analysis(name, run, config, help, available)
+        return run
+
+    return wrap
+
+
+def resolve(names: str | list[str] | None) -> list[Analysis]:
+    """Analyses by name ("heads,sinks" or a list; None: every registered one that is usable)."""
+    import interp.scan.analyses  # noqa: F401  (registers the built-in analyses)
+
+    if names is None:
+        return [ANALYSES[n] for n in _ordered() if ANALYSES[n].available() is None]
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise UnknownAnalysisError(f"no analysis named; choose from {', '.join(_ordered())}.")
+    chosen = []
+    for name in names:
+        if name not in ANALYSES:
+            raise UnknownAnalysisError(f"unknown analysis {name!r}; available: {', '.join(_ordered())}.")
+        why = ANALYSES[name].available()
+        if why:
+            raise UnknownAnalysisError(f"analysis {name!r} cannot run here: {why}")
+        if ANALYSES[name] not in chosen:
+            chosen.append(ANALYSES[name])
+    return chosen
+
+
+def _ordered() -> list[str]:
+    return sorted(ANALYSES, key=lambda n: (DEFAULT_ORDER.index(n) if n in DEFAULT_ORDER else 99, n))

@@ -1,0 +1,205 @@
+"""`interp.scan`: one loaded model through every selected analysis, to `scan.json` + `report.html`.
+
+    >>> import interp
+    >>> doc = interp.scan("smollm2", analyses="heads", out="runs/smollm2")          # doctest: +SKIP
+    >>> doc["analyses"]["heads"]["metrics"]["induction"]["scores"][5][3]            # doctest: +SKIP
+
+Crash safety: `scan.json` is rewritten atomically after every analysis, finished units of the
+running analysis are saved under `parts/`, and `resume=True` continues a killed run; the final
+`scan.json` equals an uninterrupted run's. An existing scan in `out` is never replaced unless
+`overwrite=True` (or continued with `resume=True`).
+
+Memory: one model plus the largest analysis's working set; `max_memory` bounds the attention
+scratch of the head detectors (query rows per chunk).
+"""
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from interp.errors import InterpError
+from interp.scan import schema
+from interp.scan.registry import Context, resolve
+from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_write_text, read_json
+
+# progress(analysis, done, total): the rich display by default; tests pass their own.
+ProgressFn = Callable[[str, int, int], None]
+
+
+class ScanExistsError(InterpError, FileExistsError):
+    """`out` already holds a scan and neither resume nor overwrite was asked for."""
+
+
+def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create `out`, check it is writable, and refuse to clobber an earlier scan."""
+    if out.exists() and not out.is_dir():
+        raise ScanFileError(f"--out {out} is a file, not a folder; choose a folder for the scan.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".interp-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ScanFileError(f"the output folder {out} is not writable ({err.strerror or err}); choose another "
+                            f"--out folder.") from err
+    earlier = [p.name for p in (out / "scan.json", out / "report.html", out / "parts") if p.exists()]
+    if earlier and not resume:
+        if not overwrite:
+            raise ScanExistsError(f"{out} already holds a scan ({', '.join(earlier)}); pass --resume to continue it, "
+                                  f"--overwrite to replace it, or choose another --out folder.")
+        shutil.rmtree(out / "parts", ignore_errors=True)
+
+
+def scan(
+    model="smollm2",
+    *,
+    analyses: str | list[str] | None = None,
+    out: str | Path = "scan",
+    resume: bool = False,
+    overwrite: bool = False,
+    config: dict[str, dict] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_memory: str | int | None = None,
+    progress: bool | ProgressFn = True,
+    report: bool = True,
+    examples: bool = True,
+) -> dict:
+    """Run analyses on `model` (an `interp.Model` or a reference for `interp.load`); return the scan document.
+
+    analyses: names or "a,b" (None: every usable registered analysis; on resume: the earlier run's).
+    config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
+    """
+    import torch
+
+    from interp.capture.budget import parse_bytes
+    from interp.models.model import Model
+
+    out = Path(out)
+    budget = parse_bytes(max_memory) if max_memory is not None else None
+    prepare_out(out, resume=resume, overwrite=overwrite)
+    doc_path = out / "scan.json"
+    previous = schema.validate(read_json(doc_path, "scan file"), str(doc_path)) if resume and doc_path.exists() \
+        else None
+    if analyses is None and previous is not None:
+        analyses = previous["settings"]["analyses"]
+    chosen = resolve(analyses)
+    if config:
+        unknown = set(config) - {a.name for a in chosen}
+        if unknown:
+            raise InterpError(f"settings given for {', '.join(sorted(unknown))}, which this scan does not run.")
+    configs = {a.name: a.make_config((config or {}).get(a.name)) for a in chosen}
+    if previous is not None and config is None:  # resume with the earlier run's settings
+        configs = {a.name: a.make_config(previous["settings"]["config"].get(a.name)) for a in chosen}
+    if not isinstance(model, Model):
+        from interp.models.load import load
+
+        model = load(model, device=device, dtype=_dtype(dtype))
+    settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
+                          "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
+                          "max_memory": max_memory, "config": {n: asdict(c) for n, c in configs.items()}})
+    identity = schema.model_identity(model)
+    if previous is not None:
+        _check_same_run(previous, identity, settings, doc_path)
+        doc = previous
+    else:
+        doc = schema.new_document(identity, settings)
+    doc["status"] = "running"
+    atomic_write_json(doc_path, doc)
+    timings = {}
+    with _display(progress, [a.name for a in chosen]) as tick:
+        for analysis in chosen:
+            if analysis.name in doc["analyses"]:
+                tick(analysis.name, 1, 1)
+                continue
+            start = time.perf_counter()
+            ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget)
+            with torch.no_grad():
+                result = analysis.run(model, configs[analysis.name], ctx)
+            doc["analyses"][analysis.name] = _jsonable(result.to_json())
+            timings[analysis.name] = round(time.perf_counter() - start, 2)
+            atomic_write_json(doc_path, doc)
+    if examples:
+        from interp.scan.examples import pattern_examples, pick_heads
+
+        doc["examples"] = Parts(out, "examples").cached(
+            "patterns", lambda: pattern_examples(model, pick_heads(doc)))
+    doc["status"] = "complete"
+    atomic_write_json(doc_path, doc)
+    _merge_timings(out / "timings.json", timings)
+    if report:
+        from interp.report import render_html
+
+        atomic_write_text(out / "report.html", render_html(doc))
+    return doc
+
+
+def load_scan(path: str | Path) -> dict:
+    """Read and check a `scan.json` (or the one inside a scan folder)."""
+    path = Path(path)
+    path = path / "scan.json" if path.is_dir() else path
+    if not path.exists():
+        raise ScanFileError(f"no scan at {path}; run `interp scan --out {path.parent}` first.")
+    return schema.validate(read_json(path, "scan file"), str(path))
+
+
+def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) -> None:
+    fields = [k for k in ("fingerprint", "name", "n_layers", "n_heads") if previous["model"].get(k) != identity.get(k)]
+    if fields:
+        raise ScanFileError(f"{path} was made with another model ({previous['model'].get('name')!r}, differing in "
+                            f"{', '.join(fields)}); resume with the same model, or scan into a new --out folder.")
+    if previous["settings"] != settings:
+        diff = [k for k in settings if previous["settings"].get(k) != settings.get(k)]
+        raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
+                            f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, allow_nan=False))
+
+
+def _dtype(name: str):
+    import torch
+
+    value = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise InterpError(f"unknown dtype {name!r}; use float32, bfloat16 or float16.")
+    return value
+
+
+def _merge_timings(path: Path, timings: dict) -> None:
+    old = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+    atomic_write_json(path, {**old, **timings})
+
+
+class _display:
+    """A rich progress bar per analysis (or the caller's callback, or nothing)."""
+
+    def __init__(self, progress, names: list[str]):
+        self.progress, self.names, self.bar, self.tasks = progress, names, None, {}
+
+    def __enter__(self):
+        if callable(self.progress):
+            return self.progress
+        if not self.progress:
+            return lambda name, done, total: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), transient=False)
+        self.bar.__enter__()
+        self.tasks = {n: self.bar.add_task(n, total=None) for n in self.names}
+        return lambda name, done, total: self.bar.update(self.tasks[name], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
