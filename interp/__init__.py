@@ -8,7 +8,8 @@
     torch.Size([1, 9, 8, 8])
 """
 
-from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, Recording, Residual, capture)
+from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, Recording, Residual, Stats,
+                            capture)
 from interp.errors import InterpError
 from interp.models import Adapter, Model, adapter_for, load
 
@@ -16,6 +17,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
-    "capture", "Recording", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
+    "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
     "InterpError", "__version__",
 ]

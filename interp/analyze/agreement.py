@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from jaxtyping import Float
@@ -118,6 +118,7 @@ class Agreement:
     topk: Estimate
     coverage: Estimate
     region_size: Estimate  # share of positions in attention's top region (coverage's baseline)
+    topk_chance: Estimate  # k / n_inputs: top-k overlap of two unrelated maps, on average
     k: int
 
     def to_json(self) -> dict:
@@ -141,6 +142,7 @@ def row_measures(attention: Map, saliency: Map, *, k: int = 5, region: float = 0
         "topk": topk_overlap(attention, saliency, k),
         "coverage": mass_coverage(attention, saliency, region),
         "region_size": top_region(attention, region).float().mean(-1),
+        "topk_chance": torch.full((attention.shape[0],), min(k, attention.shape[-1]) / attention.shape[-1]),
     }
 
 
@@ -203,6 +205,19 @@ class SaliencyReport:
 
     def agreement(self, how: str | Heads = "all", **kw) -> Agreement:
         return agreement(aggregate(self.attention, how), self.saliency, **kw)
+
+    def drop_first(self, n: int = 1) -> "SaliencyReport":
+        """The same report without the first `n` input positions (e.g. an attention sink), renormalised.
+
+        Decoder-only LMs park most attention on the first token (a sink), which dominates
+        correlations; this asks how attention over the *other* tokens agrees with saliency.
+        """
+        if not 0 <= n <= len(self.inputs) - 2:
+            raise InterpError(f"Cannot drop {n} of {len(self.inputs)} input positions: at least two must remain.")
+        kept = self.attention[..., n:]
+        share = kept.sum(-1)
+        return replace(self, attention=kept / share.clamp_min(1e-30)[..., None], saliency=self.saliency[:, n:],
+                       input_mass=self.input_mass * share, inputs=self.inputs[n:])
 
     def aggregations(self, per_head: bool = False) -> dict[str, str | Heads]:
         """Row name -> aggregation: all heads, each layer, each head set (and each head if asked)."""

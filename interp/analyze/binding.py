@@ -8,10 +8,11 @@ or "other". The unpatched prediction gets the same labels, so a model's position
 mistaken for a positional effect. A layer sweep finds where binding is read; at that layer the
 per-position outcome shares and the causal mixing model (`interp.analyze.binding_model`) follow.
 
-Two implementations of the intervention agree to float tolerance (tested):
-- `patched_logits`: forward pre-hooks on decoder layers inside a context manager. It runs the
-  prefix once with a KV cache and then only the last token per layer (`mode="cached"`; the prefix
-  is unaffected by a last-token patch), or the whole prompt per layer (`mode="full"`).
+Three implementations of the intervention agree to float tolerance (tested):
+- `patched_logits`: the capture engine's `Patch` editor (`patcher="engine"`) or the local
+  `residual_patch` forward pre-hooks (`patcher="hooks"`). It runs the prefix once with a KV cache
+  and then only the last token per layer (`mode="cached"`; a last-token patch cannot change the
+  prefix), or the whole prompt per layer (`mode="full"`).
 - `patched_logits_nnsight`: the same edit inside an `nnsight` trace.
 
     >>> from interp.organisms.binding import load_organism             # doctest: +SKIP
@@ -33,8 +34,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.analyze.binding_model import MixingData, fit_mixing_model, uniform_score
+from interp.analyze.binding_model import MixingData, MixingModel, fit_mixing_model, uniform_score
+from interp.capture import Patch, capture
 from interp.errors import InterpError, check_index
+from interp.models.model import as_model
 from interp.tasks.binding import BindingTask, Counterfactual, accuracy, tokenize_prompts
 
 LABELS = ("positional", "lexical", "reflexive", "no effect", "other")
@@ -42,22 +45,13 @@ LABELS = ("positional", "lexical", "reflexive", "no effect", "other")
 
 # -- the intervention ---------------------------------------------------------------------------------
 def decoder_layers(model) -> torch.nn.ModuleList:
-    """The decoder blocks of an `interp.Model` (through its adapter) or of a plain HF causal LM."""
-    if hasattr(model, "adapter") and hasattr(model, "hf"):
-        return model.adapter.blocks(model.adapter.main_stack)
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise InterpError(f"cannot find the decoder layers of {type(model).__name__}: load it with interp.load().")
+    """The decoder blocks of a model (through `interp`'s architecture adapter)."""
+    m = as_model(model)
+    return m.adapter.blocks(m.adapter.main_stack)
 
 
 def _hf(model):
-    return model.hf if hasattr(model, "hf") and hasattr(model, "adapter") else model
+    return as_model(model).hf
 
 
 @contextmanager
@@ -100,49 +94,53 @@ def _positions(mask: Tensor) -> Tensor:
 
 @torch.no_grad()
 def residuals(model, batch: dict[str, Tensor], layers: list[int]) -> Float[Tensor, "layer batch d_model"]:
-    """The residual stream entering each of `layers` at the last token (forward pre-hooks)."""
-    blocks, kept, handles = decoder_layers(model), {}, []
+    """The residual stream entering each of `layers` at the last token (the engine's `resid_pre`).
 
-    def make(layer):
-        def hook(module, args, kwargs):
-            kept[layer] = (args[0] if args else kwargs["hidden_states"])[:, -1].detach().clone()
-        return hook
-
-    try:
-        for layer in layers:
-            handles.append(blocks[check_index("layer", layer, len(blocks), where="the model")]
-                           .register_forward_pre_hook(make(layer), with_kwargs=True))
-        _hf(model)(**batch, position_ids=_positions(batch["attention_mask"]), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack([kept[layer] for layer in layers])
+    Memory: the engine keeps every position of each layer for the batch before the last is taken.
+    """
+    m = as_model(model)
+    layers = [m.adapter.check_layer(layer, m.adapter.main_stack) for layer in layers]
+    with capture(m, resid_pre=layers) as rec:
+        m.hf(**batch, position_ids=_positions(batch["attention_mask"]), use_cache=False)
+    return torch.stack([rec.resid_pre[layer][:, -1] for layer in layers])
 
 
 @torch.no_grad()
 def patched_logits(model, batch: dict[str, Tensor], source: Float[Tensor, "layer batch d_model"],
-                   layers: list[int], *, mode: str = "cached") -> Float[Tensor, "layer batch vocab"]:
+                   layers: list[int], *, mode: str = "cached", patcher: str = "engine"
+                   ) -> Float[Tensor, "layer batch vocab"]:
     """Last-token logits with the residual entering each layer (one at a time) replaced by `source`.
 
-    `layers[i]` is patched with `source[i]`; passing `layers=[]` is not allowed, use the model.
+    `layers[i]` is patched with `source[i]`. `mode="cached"` runs the prompt minus its last token
+    once with a KV cache and then only the last token per layer (a last-token patch cannot change
+    earlier positions); `mode="full"` reruns the whole prompt per layer. `patcher="engine"` uses
+    `interp.capture(..., edits=[Patch(...)])`; `patcher="hooks"` the local `residual_patch`.
     """
-    hf, ids, mask = _hf(model), batch["input_ids"], batch["attention_mask"]
+    if mode not in ("cached", "full"):
+        raise InterpError(f"unknown patching mode {mode!r}: use 'cached' or 'full'.")
+    if patcher not in ("engine", "hooks"):
+        raise InterpError(f"unknown patcher {patcher!r}: use 'engine' or 'hooks'.")
+    m = as_model(model)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     pos = _positions(mask)
+
+    def patched(layer: int, value: Tensor):
+        if patcher == "hooks":
+            return residual_patch(m, {layer: value})
+        return capture(m, edits=[Patch(layer=layer, positions=[-1], values=value[:, None])])
+
     out = []
     if mode == "full":
         for i, layer in enumerate(layers):
-            with residual_patch(model, {layer: source[i]}):
-                out.append(hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+            with patched(layer, source[i]):
+                out.append(m.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
                            .logits[:, -1].float())
         return torch.stack(out)
-    if mode != "cached":
-        raise InterpError(f"unknown patching mode {mode!r}: use 'cached' or 'full'.")
-    prefix = hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
-    cache = prefix.cache
+    cache = m.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True).cache
     for i, layer in enumerate(layers):
-        with residual_patch(model, {layer: source[i]}):
-            logits = hf(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
-                        cache=cache, use_cache=True).logits[:, -1].float()
+        with patched(layer, source[i]):
+            logits = m.hf(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
+                          cache=cache, use_cache=True).logits[:, -1].float()
         try:
             cache.crop(-1)  # drop the last token again: the prefix is reused for the next layer
         except (ValueError, RuntimeError) as err:
@@ -158,8 +156,9 @@ def patched_logits_nnsight(model, tokenizer, batch: dict[str, Tensor],
     """The same intervention as `patched_logits` through an nnsight trace (full prompt per layer)."""
     from nnsight import LanguageModel
 
-    hf = _hf(model)
-    lm = LanguageModel(hf, tokenizer=tokenizer)
+    m = as_model(model, tokenizer)
+    hf = m.hf
+    lm = m.nnsight if m.nnsight is not None else LanguageModel(hf, tokenizer=tokenizer)
     names = {id(m): n for n, m in hf.named_modules()}
     blocks = decoder_layers(model)
     pos = _positions(batch["attention_mask"])
@@ -262,6 +261,8 @@ class BindingConfig:
     seed: int = 0
     batch_size: int = 32
     mode: str = "cached"
+    fit_steps: int = 400
+    fit_restarts: int = 3
 
 
 @dataclass
@@ -271,6 +272,7 @@ class BindingResult:
     sweeps: dict[int, Sweep]
     read_layer: int
     fit: dict = field(default_factory=dict)
+    mixing: MixingModel | None = field(default=None, repr=False)  # fitted on the train split
 
     def layer_shares(self) -> dict[int, dict[int, dict[str, float]]]:
         """n -> layer -> outcome shares."""
@@ -288,6 +290,29 @@ class BindingResult:
                             for n, s in self.sweeps.items()},
             "fit": self.fit,
         }
+
+    def report(self) -> str:
+        """Markdown: accuracy, read layer, shares (patched beside unpatched), by position, the fit."""
+        lines = [f"### {self.config.template} / {self.config.format}", "", self.accuracy.table(), "",
+                 f"Binding read at layer {self.read_layer} (max positional + lexical share after patching).", "",
+                 "| n | prediction | " + " | ".join(LABELS) + " |", "|---|---|" + "---|" * len(LABELS)]
+        for n, s in self.sweeps.items():
+            for name, layer in (("patched", self.read_layer), ("unpatched", None)):
+                sh = s.shares(layer)
+                lines.append(f"| {n} | {name} | " + " | ".join(f"{sh[k]:.2f}" for k in LABELS) + " |")
+        lines += ["", "Positional / lexical / reflexive share by positional group p (unpatched positional share "
+                  "in brackets):", ""]
+        for n, s in self.sweeps.items():
+            pat, base = s.by_position(self.read_layer), s.by_position(None)
+            cells = [f"{a['positional']:.2f}/{a['lexical']:.2f}/{a['reflexive']:.2f} ({b['positional']:.2f})"
+                     for a, b in zip(pat, base)]
+            lines.append(f"- n={n}: " + ", ".join(f"p{p}: {c}" for p, c in enumerate(cells)))
+        if self.fit:
+            h = self.fit["heldout"]
+            lines += ["", f"Mixing model at layer {self.fit['layer']}, held-out 1-JS ({self.fit['n_heldout']} prompts): "
+                      f"mixing {h['mixing']:.3f}, positional-only {h['positional_only']:.3f}, "
+                      f"uniform {h['uniform']:.3f}."]
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         from interp.analyze.binding_figures import figures
@@ -343,11 +368,13 @@ def analyze_binding(model, tokenizer, config: BindingConfig = BindingConfig(), *
                               progress=lambda: bar.update(job, advance=1))
     read = choose_read_layer(sweeps)
     result = BindingResult(config, report, sweeps, read)
-    result.fit = fit_at_layer(sweeps, read, config.train_fraction, config.seed)
+    result.fit, result.mixing = fit_at_layer(sweeps, read, config.train_fraction, config.seed,
+                                             steps=config.fit_steps, restarts=config.fit_restarts)
     return result
 
 
-def fit_at_layer(sweeps: dict[int, Sweep], layer: int, train_fraction: float, seed: int) -> dict:
+def fit_at_layer(sweeps: dict[int, Sweep], layer: int, train_fraction: float, seed: int, *, steps: int = 400,
+                 restarts: int = 3) -> tuple[dict, MixingModel]:
     """Fit full and positional-only mixing models on a train split; 1 - JS on the held-out split."""
     width = max(sweeps)
     data = [s.mixing_data(layer, width) for s in sweeps.values()]
@@ -356,11 +383,11 @@ def fit_at_layer(sweeps: dict[int, Sweep], layer: int, train_fraction: float, se
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     cut = int(len(data) * train_fraction)
     train, held = data.subset(order[:cut]), data.subset(order[cut:])
-    full = fit_mixing_model(train, "full", seed=seed)
-    pos = fit_mixing_model(train, "positional", seed=seed)
+    full = fit_mixing_model(train, "full", seed=seed, steps=steps, restarts=restarts)
+    pos = fit_mixing_model(train, "positional", seed=seed, steps=steps, restarts=restarts)
     return {"layer": layer, "n_train": len(train), "n_heldout": len(held),
             "heldout": {"mixing": full.score(held), "positional_only": pos.score(held),
                         "uniform": uniform_score(held)},
             "train": {"mixing": full.score(train), "positional_only": pos.score(train),
                       "uniform": uniform_score(train)},
-            "params": {"mixing": full.params(), "positional_only": pos.params()}}
+            "params": {"mixing": full.params(), "positional_only": pos.params()}}, full

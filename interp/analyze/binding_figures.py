@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from interp.analyze.binding_model import fit_mixing_model
@@ -51,12 +52,13 @@ def position_figure(result) -> go.Figure:
 
 
 def fit_figure(result) -> go.Figure:
-    """Mean observed vs mixing-model distribution over candidates, per positional group (largest n)."""
+    """Mean observed vs fitted mixing-model distribution per positional group (largest n, all prompts)."""
     n = max(result.sweeps)
     s = result.sweeps[n]
     data = s.mixing_data(result.read_layer, n)
-    model = fit_mixing_model(data, "full", seed=result.config.seed)
-    pred = model(data).detach()
+    model = result.mixing or fit_mixing_model(data, "full", seed=result.config.seed)
+    with torch.no_grad():
+        pred = model(data)
     fig = make_subplots(rows=1, cols=n, subplot_titles=[f"p = {p}" for p in range(n)], shared_yaxes=True)
     for p in range(n):
         rows = data.positional == p
@@ -65,7 +67,7 @@ def fit_figure(result) -> go.Figure:
         fig.add_trace(go.Bar(x=list(range(n)), y=pred[rows].mean(0).tolist(), name="mixing model",
                              marker_color="#1f77b4", showlegend=p == 0), row=1, col=p + 1)
     fig.update_layout(title=f"n = {n}, layer {result.read_layer}: mean candidate distribution, observed vs model "
-                            "(fit on all prompts of this n, for display)", barmode="group", height=320)
+                            "(model fitted on the train split of all n)", barmode="group", height=320)
     return fig
 
 

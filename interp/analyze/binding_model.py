@@ -108,8 +108,9 @@ class MixingModel(torch.nn.Module):
             return float(1 - js_divergence(self(data), data.probs, data.mask).mean())
 
     def params(self) -> dict[str, float | list[float]]:
-        return {"w_pos": float(self.w_pos), "w_lex": float(self.w_lex), "w_ref": float(self.w_ref),
-                "sigma_coef": [float(v) for v in self.sigma_coef]}
+        with torch.no_grad():
+            return {"w_pos": float(self.w_pos), "w_lex": float(self.w_lex), "w_ref": float(self.w_ref),
+                    "sigma_coef": [float(v) for v in self.sigma_coef]}
 
 
 def uniform_score(data: MixingData) -> float:
@@ -126,6 +127,15 @@ def fit_mixing_model(data: MixingData, kind: Kind = "full", *, steps: int = 400,
     """
     if len(data) == 0:
         raise InterpError("no examples to fit the mixing model on: sample more counterfactuals.")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: intra-op threads only add barrier waits (60 ms per softmax seen)
+    try:
+        return _fit(data, kind, steps, lr, restarts, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(data: MixingData, kind: Kind, steps: int, lr: float, restarts: int, seed: int) -> MixingModel:
     gen = torch.Generator().manual_seed(seed)
     best, best_loss = None, float("inf")
     for _ in range(restarts):

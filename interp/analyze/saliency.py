@@ -222,16 +222,18 @@ def _as_model(model):
     return as_model(model)
 
 
-def _attention(m, features, decoder_in, stack: str) -> Float[Tensor, "layer head query key"]:
-    """Every layer's attention pattern of one stack (batch of one), through `interp.capture`."""
+def _attention(m, inputs: dict, stack: str, rows: slice) -> Float[Tensor, "layer head query key"]:
+    """Every layer's attention in one stack for the query `rows` (batch of one), via `interp.capture`.
+
+    Only the requested rows are materialised: `layer x head x rows x key` floats.
+    """
     from interp.capture import Patterns, capture
 
     n_layers = m.adapter.n_layers(stack)
-    with capture(m, patterns=Patterns(stack=stack)) as rec:
-        m.hf(**({"input_features": features, "decoder_input_ids": decoder_in} if features is not None
-                else {"input_ids": decoder_in}))
-    layers = [rec.patterns[(stack, i) if stack != m.adapter.main_stack else i][0] for i in range(n_layers)]
-    return torch.stack(layers).float()  # [layer, head, query, key]
+    with capture(m, patterns=Patterns(stack=stack, queries=rows)) as rec:
+        m.hf(**inputs)
+    key = (lambda i: i) if stack == m.adapter.main_stack else (lambda i: (stack, i))
+    return torch.stack([rec.patterns[key(i)][0] for i in range(n_layers)]).float()
 
 
 def _cut(attn: Float[Tensor, "layer head step key"], n_keys: int) -> tuple[Tensor, Tensor]:
@@ -277,7 +279,7 @@ def explain_text(model, prompt: str | list[int], *, max_new_tokens: int = 8, con
     ids, p = _generate_text(m, prompt, max_new_tokens, chat)
     target = text_target(m.hf, ids, p, cfg.score)
     sal = target.reduce(attribute(target, cfg))
-    attn = _attention(m, None, ids, m.adapter.main_stack)[:, :, p - 1 : ids.shape[1] - 1]
+    attn = _attention(m, {"input_ids": ids}, m.adapter.main_stack, slice(p - 1, ids.shape[1] - 1))
     attn, mass = _cut(attn, p)
     return SaliencyReport(
         model=m.name, method=cfg.method, stack=m.adapter.main_stack, saliency=sal.float(), attention=attn,
@@ -315,8 +317,9 @@ def explain_speech(model, waveform: Float[np.ndarray, " sample"], *, tokenizer=N
     target = speech_target(m.hf, features, gen, prefix, n_frames, cfg.score)
     sal = target.reduce(attribute(target, cfg))
     decoder_in = torch.cat([prefix, gen[:-1]])[None]
-    attn = _attention(m, features, decoder_in, "cross")
-    attn, mass = _cut(attn[:, :, len(prefix) - 1 :], n_frames // FRAMES_PER_POSITION)
+    attn = _attention(m, {"input_features": features, "decoder_input_ids": decoder_in}, "cross",
+                      slice(len(prefix) - 1, None))
+    attn, mass = _cut(attn, n_frames // FRAMES_PER_POSITION)
     heads = [tuple(h) for h in (getattr(gc, "alignment_heads", None) or [])]
     return SaliencyReport(
         model=m.name, method=cfg.method, stack="cross", saliency=sal.float(), attention=attn, input_mass=mass,

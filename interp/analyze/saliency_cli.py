@@ -5,7 +5,8 @@
 
 An input ending in `.wav` is audio (speech models), anything else a text prompt. Several `--input`
 are pooled: every generated token of every input is one row of the agreement statistics.
-Writes `<out>/agreement.json` (tables with bootstrap CIs, per-input details), `<out>/heads.html`
+Writes `<out>/agreement.json` (tables with bootstrap CIs, per-input details), `<out>/reports.pt`
+(the raw maps, `SaliencyReport(**d)` for each dict), `<out>/heads.html`
 (agreement by layer x head) and `<out>/token.html` (attention vs saliency for one token), and
 prints the table.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
 
 from interp.analyze.agreement import pooled_head_grid, pooled_table
 from interp.analyze.saliency import METHODS, SaliencyConfig, explain_speech, explain_text
@@ -38,6 +41,8 @@ def add_saliency_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--k", type=int, default=5, help="top-k overlap size (default 5)")
     parser.add_argument("--region", type=float, default=0.5,
                         help="attention mass of the top region for saliency coverage (default 0.5)")
+    parser.add_argument("--drop-first", type=int, default=0,
+                        help="leave out the first N input positions (an attention sink) and renormalise")
     parser.add_argument("--per-head", action="store_true", help="also tabulate every single head")
     parser.add_argument("--out", type=Path, default=Path("saliency-out"), help="output directory")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
@@ -45,8 +50,11 @@ def add_saliency_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 
 def _load(name: str):
+    import importlib
+
     import interp
-    from interp.models import load as load_module
+
+    load_module = importlib.import_module("interp.models.load")
 
     if name == "whisper-tiny.en" and name not in load_module.EMBEDDED:  # until interp.load registers it
         from interp.models import whisper_ct2
@@ -55,14 +63,17 @@ def _load(name: str):
     return interp.load(name)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Explain every input, pool the agreement, write JSON + figures; return the JSON document."""
+def run(args: argparse.Namespace, model=None) -> dict:
+    """Explain every input, pool the agreement, write JSON + figures; return the JSON document.
+
+    `model` (an already loaded `interp.Model`) skips loading `args.model`.
+    """
     if args.method not in METHODS:
         raise InterpError(f"Unknown saliency method {args.method!r}; choose one of {', '.join(METHODS)}.")
     cfg = SaliencyConfig(method=args.method, score=args.score, n_steps=args.n_steps,
                          internal_batch_size=args.internal_batch_size,
                          window=tuple(args.window) if args.window else None, show_progress=args.progress)
-    m = _load(args.model)
+    m = model if model is not None else _load(args.model)
     reports = []
     for item in args.input:
         if item.lower().endswith(".wav"):
@@ -74,9 +85,12 @@ def run(args: argparse.Namespace) -> dict:
         else:
             reports.append(explain_text(m, item, max_new_tokens=args.max_new_tokens or 8, config=cfg,
                                         chat=args.chat))
+    if args.drop_first:
+        reports = [r.drop_first(args.drop_first) for r in reports]
     table = pooled_table(reports, per_head=args.per_head, k=args.k, region=args.region)
     doc = {
         "model": args.model, "method": args.method, "score": args.score, "stack": reports[0].stack,
+        "drop_first": args.drop_first,
         "n_tokens": sum(len(r.tokens) for r in reports), "inputs": args.input,
         "agreement": {name: a.to_json() for name, a in table.items()},
         "pearson_by_head": pooled_head_grid(reports).tolist(),
@@ -84,6 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "agreement.json").write_text(json.dumps(doc, indent=1))
+    torch.save([vars(r) for r in reports], args.out / "reports.pt")  # SaliencyReport(**d) rebuilds one
     heads = reports[0].figure_heads()
     heads.data[0].z = doc["pearson_by_head"]
     heads.write_html(args.out / "heads.html", include_plotlyjs=True)
@@ -98,10 +113,11 @@ def _print(doc: dict, table) -> None:
 
     t = Table(title=f"{doc['model']}: {doc['stack']} attention vs {doc['method']} saliency "
                     f"({doc['n_tokens']} generated tokens; mean [95% CI])")
-    for col in ("attention", "Pearson", "Spearman", "top-k overlap", "saliency coverage", "region size"):
+    for col in ("attention", "Pearson", "Spearman", "top-k overlap (chance)", "saliency coverage (region size)"):
         t.add_column(col)
     for name, a in table.items():
-        t.add_row(name, str(a.pearson), str(a.spearman), str(a.topk), str(a.coverage), str(a.region_size))
+        t.add_row(name, str(a.pearson), str(a.spearman), f"{a.topk} ({a.topk_chance.mean:.2f})",
+                  f"{a.coverage} ({a.region_size.mean:.2f})")
     Console().print(t)
 
 

@@ -3,6 +3,7 @@
 Public surface:
     capture(model, patterns=..., q/k/v/z=..., resid_pre/resid_post/attn_out/mlp_out=..., edits=[...])
     Patterns, Activations, Residual, Patch   — recorders and the residual patch editor
+    Stats                                    — streaming per-head statistics (no patterns stored)
     Probe, AttentionCall                     — to write your own recorder or editor
     visible_keys                             — the mask semantics, in one place
 """
@@ -14,6 +15,7 @@ from interp.capture.masks import visible_keys
 from interp.capture.probe import Probe
 from interp.capture.recorders import Activations, Patterns
 from interp.capture.session import Recording, capture
+from interp.capture.stats import Stats
 
-__all__ = ["capture", "Recording", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
+__all__ = ["capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
            "visible_keys", "IMPLEMENTATION"]

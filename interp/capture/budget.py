@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from interp.capture.probe import Probe
+from interp.capture.probe import Probe, cached_tokens
 from interp.capture.recorders import Patterns
 from interp.errors import InterpError, MemoryBudgetError
 from interp.kernels.reference import rows_per_chunk
@@ -114,8 +114,7 @@ class MemoryBudget(Probe):
             if ids is None:
                 return
             batch, n_new = ids.shape[0], ids.shape[1]
-            cache = kwargs.get("past_key_values")
-            past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+            past = cached_tokens(kwargs)
             for probe in self.probes:
                 if isinstance(probe, Patterns):
                     self._check(probe, adapter, batch, n_new, past + n_new)

@@ -65,3 +65,9 @@ class Probe:
 
     def end(self) -> None:
         """Called when the capture ends, also on exceptions."""
+
+
+def cached_tokens(forward_kwargs: dict) -> int:
+    """Tokens already in the KV cache handed to a model's forward (0 for a fresh sequence)."""
+    cache = forward_kwargs.get("cache", forward_kwargs.get("past_key_values"))  # `cache` since transformers 5.2x
+    return int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0

@@ -5,7 +5,10 @@
     >>> rec.patterns[5].shape, rec.z[5].shape, rec.resid_pre[5].shape             # doctest: +SKIP
 
 Each keyword takes `True` (all layers), a list of layers, or a configured probe
-(`Patterns(layers=..., heads=..., queries=...)`, `Activations(what="q")`, `Residual(...)`).
+(`Patterns(layers=..., heads=..., queries=...)`, `Activations(what="q")`, `Residual(...)`,
+`Stats(spans=..., top_k=...)` for streaming per-head statistics: `rec.stats.rows[layer]`,
+`rec.stats.columns[layer]`). `max_memory="2GB"` bounds what the capture keeps: full patterns that
+cannot fit are refused before the first layer runs, and statistics are chunked to fit.
 `edits=` takes editors (ablation, calibration, patching) applied during the capture.
 On exit — also on an exception — every hook is removed and the attention implementation restored.
 
@@ -27,7 +30,9 @@ import torch
 
 from interp.capture import attention
 from interp.capture.hooks import SITES, Residual
-from interp.capture.probe import Probe
+from interp.capture.budget import MemoryBudget
+from interp.capture.probe import Probe, cached_tokens
+from interp.capture.stats import Stats
 from interp.capture.recorders import Activations, Patterns
 from interp.capture.store import LayerMap
 from interp.errors import UnsupportedArchitectureError
@@ -49,6 +54,7 @@ class Recording:
     resid_post: LayerMap
     attn_out: LayerMap
     mlp_out: LayerMap
+    stats: Stats | None = None
     probes: list[Probe] = field(default_factory=list)
     n_forward: int = 0
 
@@ -89,8 +95,10 @@ def capture(
     resid_post=None,
     attn_out=None,
     mlp_out=None,
+    stats=None,
     edits: list[Probe] = (),
     probes: list[Probe] = (),
+    max_memory: int | str | None = None,
     grad: bool = False,
 ) -> Iterator[Recording]:
     model = as_model(model)
@@ -107,7 +115,11 @@ def capture(
         named = {n: tl_probe(n, s) for n, s in specs.items()}
     else:
         named = {n: _probe_for(n, s) for n, s in specs.items()}
-    all_probes = [p for p in named.values() if p is not None] + list(edits) + list(probes)
+    stats = Stats() if stats is True else Stats(layers=list(stats)) if isinstance(stats, (list, tuple, range)) \
+        else stats or None
+    all_probes = [p for p in [*named.values(), stats] if p is not None] + list(edits) + list(probes)
+    if max_memory is not None:
+        all_probes.append(MemoryBudget(max_memory, all_probes))
     main = model.adapter.main_stack
     empty = {n: LayerMap(main, cat_dim=1) for n in named}
     session = _Session(sites={}, probes=all_probes)
@@ -128,7 +140,7 @@ def capture(
                     handles.append(module.register_forward_hook(fn, with_kwargs=True))
         attention.ACTIVE.append(session)
         rec = Recording(**{n: (p.data if p is not None else empty[n]) for n, p in named.items()},
-                        probes=all_probes)
+                        stats=stats, probes=all_probes)
         with nullcontext() if grad else torch.no_grad():
             yield rec
         rec.n_forward = session.step + 1
@@ -168,18 +180,13 @@ def _step_hook(session: _Session, model: Model):
             n_new = embeds.shape[1] if embeds is not None else 0
         else:
             n_new = ids.shape[-1]
-        past = _cached(kwargs)  # 0: a fresh sequence; > 0: a continuation (decoding) of the last one
+        past = cached_tokens(kwargs)  # 0: a fresh sequence; > 0: a continuation (decoding) of the last one
         session.seen_before = session.seen if past else 0
         session.seen = session.seen_before + n_new
         if not model.hf.config.is_encoder_decoder:
             model.check_length(max(session.seen, past + n_new))
 
     return hook
-
-
-def _cached(kwargs) -> int:
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))  # renamed `cache` in transformers 5.2x
-    return int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
 
 
 __all__ = ["capture", "Recording", "SITES", "ATTENTION_SITES"]

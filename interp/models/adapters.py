@@ -32,6 +32,7 @@ class Stack:
     causal: bool = True
     out_proj_in_block: bool = False  # `out_proj` is relative to the block (BERT: attention.output.dense)
     attn_layers: tuple[int, ...] | None = None  # hybrid models: the blocks that have attention (None = all)
+    z_transform: str | None = None  # an output gate / sub-norm between `z` and `out_proj` (its source line)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,14 @@ def _resolve(model: nn.Module, path: str) -> nn.Module:
     raise UnsupportedArchitectureError(f"expected a module at {path!r} in {type(model).__name__}; none found.")
 
 
+def _has_module(model: nn.Module, path: str) -> bool:
+    try:
+        _resolve(model, path)
+        return True
+    except UnsupportedArchitectureError:
+        return False
+
+
 def adapter_for(model: nn.Module) -> Adapter:
     """The adapter of a Hugging Face model: declarative where `FAMILIES` has one, else inferred.
 
@@ -196,6 +205,9 @@ def adapter_for(model: nn.Module) -> Adapter:
     if reason is not None:
         raise UnsupportedArchitectureError(f"interp cannot capture {family_name!r} models exactly: {reason}")
     family = FAMILIES.get(family_name)
+    if family is not None:  # a family's model classes may lack some stacks (WhisperForCausalLM: no encoder)
+        stacks = {n: s for n, s in family.stacks.items() if _has_module(model, s.blocks)}
+        family = Family(stacks, family.n_heads_field, family.head_dim_field) if stacks else None
     if family is None:
         try:
             found = infer_stack(model)

@@ -10,6 +10,8 @@ off the module tree of the language model (the text tower of a multimodal model)
   blocks that have one;
 - output projection: the linear layer inside (or next to) the attention module whose input is
   `n_heads x head_dim` wide — its input is the per-head output `z`;
+- z transform: the source line of an output gate / sub-norm between the attention function and the
+  output projection (Qwen3-Next, BitNet ...), where the projection's input is not the heads' `z`;
 - MLP: the block's `mlp` / `feed_forward` / `ffn` ... submodule (MoE blocks included), if any.
 
 Head counts come from the attention module itself when it says (`num_heads`, `head_dim`,
@@ -79,23 +81,24 @@ def _language_model(model: nn.Module) -> tuple[nn.Module, str]:
             decoder = get() or model
         except (AttributeError, NotImplementedError, ValueError):
             decoder = model
-    if decoder is model:
-        return model, ""
+    if decoder is model or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+        return model, ""  # (some models name their LM head `decoder`)
     for name, mod in model.named_modules():
         if mod is decoder:
             return decoder, name
     return model, ""
 
 
-def _blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The longest module list under `root` with attention modules in its items."""
-    best = None
+def _blocks(root: nn.Module, n_layers: int | None) -> tuple[str, nn.ModuleList]:
+    """The module list under `root` with attention in its items: `n_layers` long if one is, else the longest."""
+    best, rank = None, None
     for name, mod in root.named_modules():
         if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
             continue
-        n_attn = sum(_attention_path(item) is not None for item in mod)
-        if n_attn and (best is None or (len(mod), -name.count(".")) > (len(best[1]), -best[0].count("."))):
-            best = (name, mod)
+        if any(_attention_path(item) is not None for item in mod):
+            r = (len(mod) == n_layers, len(mod), -name.count("."))
+            if rank is None or r > rank:
+                best, rank = (name, mod), r
     if best is None:
         raise UnsupportedArchitectureError(
             f"{type(root).__name__} has no layer whose attention calls transformers' AttentionInterface "
@@ -154,13 +157,13 @@ def _out_proj(block: nn.Module, attn_path: str, width: int) -> tuple[str, bool]:
         for n, m in scope.named_modules():
             full = f"{parent}.{n}" if in_block else n
             if n and _in_width(m) == width and not (in_block and full.startswith(attn_path + ".")):
-                found.append((n.rpartition(".")[2], full, in_block))
-    for leaf, full, in_block in found:
-        if leaf in _OUT_NAMES:
-            return full, in_block
-    for leaf, full, in_block in found:
-        if leaf not in ("q", "k", "v") and not any(part in leaf.lower() for part in _NOT_OUT):
-            return full, in_block
+                found.append((n.split("."), full, in_block))
+    for ok in (lambda parts: parts[-1] in _OUT_NAMES,  # o_proj, dense, c_proj ...
+               lambda parts: any(p in _OUT_NAMES for p in parts),  # o_proj.linear (a wrapped linear)
+               lambda parts: not any(p in ("q", "k", "v") or any(w in p.lower() for w in _NOT_OUT) for p in parts)):
+        for parts, full, in_block in found:
+            if ok(parts):
+                return full, in_block
     raise UnsupportedArchitectureError(
         f"found no output projection ({width} inputs) in {type(attn).__name__}; per-head outputs `z` cannot be "
         f"located. Add a declarative Family for this model in interp.models.adapters.FAMILIES."
@@ -184,7 +187,8 @@ def infer_stack(model: nn.Module) -> Inferred:
     from interp.models.adapters import Stack
 
     root, prefix = _language_model(model)
-    path, blocks = _blocks(root)
+    config = _text_config(model)
+    path, blocks = _blocks(root, _first(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
     attn_paths = [_attention_path(b) for b in blocks]
     attn_layers = tuple(i for i, p in enumerate(attn_paths) if p is not None)
     paths = {attn_paths[i] for i in attn_layers}
@@ -195,12 +199,27 @@ def infer_stack(model: nn.Module) -> Inferred:
         )
     attn_path = paths.pop()
     first = blocks[attn_layers[0]]
-    n_heads, n_kv, head_dim, d_model = _geometry(first.get_submodule(attn_path), _text_config(model))
+    n_heads, n_kv, head_dim, d_model = _geometry(first.get_submodule(attn_path), config)
     out_path, in_block = _out_proj(first, attn_path, n_heads * head_dim)
     blocks_path = f"{prefix}.{path}" if prefix and path else prefix or path
     stack = Stack(blocks_path, attn=attn_path, out_proj=out_path, mlp=_mlp(first), out_proj_in_block=in_block,
-                  attn_layers=None if len(attn_layers) == len(blocks) else attn_layers)
+                  attn_layers=None if len(attn_layers) == len(blocks) else attn_layers,
+                  z_transform=None if in_block else z_transform(first.get_submodule(attn_path), out_path))
     return Inferred(stack, n_heads, n_kv, head_dim, d_model, attn_layers)
+
+
+def z_transform(attn: nn.Module, out_proj: str) -> str | None:
+    """The source line where `attn` changes the heads' output between the attention function and its
+    output projection (an output gate, a sub-norm), or None when the projection reads `z` unchanged."""
+    try:
+        src = inspect.getsource(type(attn).forward)
+    except (OSError, TypeError):
+        return None
+    leaf = out_proj.rpartition(".")[2]
+    tail = src.partition("attention_interface(")[2].partition(f"self.{leaf}(")[0]
+    hits = [" ".join(x.split()) for x in tail.splitlines()
+            if any(w in x for w in ("sigmoid", "gate", "norm")) and not x.strip().startswith("#")]
+    return hits[0] if hits else None
 
 
 def refusal(model: nn.Module) -> str | None:
@@ -212,4 +231,4 @@ def refusal(model: nn.Module) -> str | None:
     return None
 
 
-__all__ = ["Inferred", "infer_stack", "refusal", "calls_interface"]
+__all__ = ["Inferred", "infer_stack", "refusal", "calls_interface", "z_transform"]

@@ -18,7 +18,7 @@ import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
                           PreTrainedModel)
 
-from interp.errors import InterpError, ModelNotFoundError, UnsupportedArchitectureError
+from interp.errors import InterpError, ModelNotFoundError
 from interp.models import zoo
 from interp.models.adapters import FAMILIES, adapter_for
 from interp.models.model import Model
@@ -60,8 +60,7 @@ def load(
         if device_map is not None:
             kwargs["device_map"] = device_map
         hf = _from_pretrained(path, gguf_file, kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else \
-            AutoTokenizer.from_pretrained(path)
+        tokenizer = _tokenizer(path, gguf_file)
         if device_map is None:
             hf = hf.to(device)
     hf.eval()
@@ -77,6 +76,14 @@ def load(
         model.nnsight = LanguageModel(hf, tokenizer=tokenizer)
         model.backend = "nnsight"
     return model
+
+
+def _tokenizer(path: str, gguf_file: str | None):
+    """The model's tokenizer, or None for a weights-only directory (then `Model.encode` says so)."""
+    try:
+        return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _display_name(ref: str) -> str:
@@ -136,12 +143,17 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def _check_family(path: str) -> None:
+    """Refuse, before any weight is read, a model whose attention interp cannot capture exactly."""
     config = AutoConfig.from_pretrained(path)
-    if config.model_type not in FAMILIES:
-        raise UnsupportedArchitectureError(
-            f"{path} is a {config.model_type!r} model, which interp has no adapter for. "
-            f"Supported families: {', '.join(sorted(FAMILIES))}."
-        )
+    if config.model_type in FAMILIES:
+        return
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    try:
+        with torch.device("meta"):  # the module tree without weights: enough to infer an adapter
+            skeleton = auto.from_config(config)
+    except Exception:  # transformers cannot build it here; from_pretrained will say why
+        return
+    adapter_for(skeleton)  # raises UnsupportedArchitectureError with the reason
 
 
 def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrainedModel:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from transformers import PreTrainedModel
 
-from interp.errors import PromptTooLongError
+from interp.errors import InterpError, PromptTooLongError
 from interp.models.adapters import Adapter, adapter_for, param_device
 
 
@@ -55,6 +55,9 @@ class Model:
         the assistant turn (optionally pre-filled with `assistant_prefix`). Raises
         `PromptTooLongError` when a prompt does not fit the context window.
         """
+        if self.tokenizer is None:
+            raise InterpError(f"{self.name} was loaded without a tokenizer; pass token ids to the model directly, "
+                              f"or save a tokenizer next to the weights.")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if chat:
             prompts = [self.chat_prompt(p, system=system) + assistant_prefix for p in prompts]

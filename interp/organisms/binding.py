@@ -3,7 +3,7 @@
 SmolLM2-135M barely binds beyond n = 3, and an analyzer only ever run on a model that cannot bind
 proves nothing. This module trains, on CPU in minutes and reproducibly (fixed seeds), a few-layer
 Llama with a word-level tokenizer on the plain-format prompts of `interp.tasks.binding` (all
-templates, n = 2..12 groups, loss on the answer token only) and saves it as a standard
+templates, n = 2..12 groups, up to 4 question/answer turns per context, loss on the answer tokens only) and saves it as a standard
 transformers checkpoint, so every part of `interp` applies to it unchanged.
 
     python -m interp.organisms.binding --out data/binding_organism      # ~10 min on 2 CPU cores
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError
-from interp.tasks.binding import TEMPLATES, BindingTask, accuracy, vocabulary
+from interp.tasks.binding import TEMPLATES, BindingPrompt, BindingTask, accuracy, vocabulary
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "binding_organism"
 SPECIALS = ("<pad>", "<unk>", "<eos>")
@@ -38,20 +38,22 @@ SPECIALS = ("<pad>", "<unk>", "<eos>")
 class OrganismConfig:
     """Architecture and training recipe (every number that decides the result is here)."""
 
-    d_model: int = 128
-    n_layers: int = 4
+    d_model: int = 64
+    n_layers: int = 3
     n_heads: int = 4
     n_kv_heads: int = 2
-    d_mlp: int = 256
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3
+    d_mlp: int = 128
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.01
     min_groups: int = 2
     max_groups: int = 12
+    checkpoint_every: int = 250
+    max_questions: int = 4  # question/answer turns per training context (evaluation uses one)
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # more threads on a shared 2-core box made each step 4x SLOWER (measured)
     eval_groups: tuple[int, ...] = (3, 5, 6, 7, 8, 9, 10)
     eval_per_position: int = 10
 
@@ -81,16 +83,40 @@ def build_model(cfg: OrganismConfig, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
-def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random):
-    """A left-padded batch of random prompts (any template, any n) and the answer token ids.
+def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """Token ids of one context followed by `questions` question/answer turns, and the label per position.
 
-    The tokenizer is word-level, so an answer's id is a vocabulary lookup (no per-answer encode).
+    The first turn is exactly the evaluation prompt (`BindingTask.sample`) plus its answer; further
+    turns ask about other groups of the same context (more supervised answers per token computed).
+    The word-level tokenizer is compositional over whitespace, so pieces are encoded separately.
     """
-    prompts = [rng.choice(tasks).sample(rng.randint(cfg.min_groups, cfg.max_groups), rng=rng)
-               for _ in range(cfg.batch_size)]
-    enc = tokenizer([p.text for p in prompts], padding=True, return_tensors="pt")
-    target = torch.tensor(tokenizer.convert_tokens_to_ids([p.target for p in prompts]))
-    return enc["input_ids"], enc["attention_mask"], target
+    prompt = task.sample(n, rng=rng)
+    context = prompt.text[: prompt.text.index("\nQuestion:")]
+    ids = tokenizer(context, add_special_tokens=False).input_ids
+    labels = [-100] * len(ids)
+    for j, q in enumerate([prompt.query] + [rng.randrange(n) for _ in range(questions - 1)]):
+        turn = task.render(BindingPrompt(prompt.template, prompt.keys, prompt.answers, q)).text[len(context):]
+        piece = tokenizer(turn, add_special_tokens=False).input_ids
+        ids += piece
+        labels += [-100] * (len(piece) - 1) + [tokenizer.convert_tokens_to_ids(prompt.answers[q])]
+        ids.append(labels[-1])
+        labels.append(-100)
+    return ids[:-1], labels[:-1]  # the last answer token is only a label
+
+
+def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random):
+    """A left-padded batch: input ids, attention mask and labels (-100 except before each answer)."""
+    rows = [_example(rng.choice(tasks), tokenizer, rng.randint(cfg.min_groups, cfg.max_groups),
+                     rng.randint(1, cfg.max_questions), rng) for _ in range(cfg.batch_size)]
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (row, lab) in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+        labels[i, width - len(row):] = torch.tensor(lab)
+    return ids, mask, labels
 
 
 def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True):
@@ -111,9 +137,9 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
     with Progress(disable=not progress) as bar:
         job = bar.add_task("training binding organism", total=cfg.steps)
         for step in range(cfg.steps):
-            ids, mask, target = _batch(tasks, tokenizer, cfg, rng)
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-            loss = torch.nn.functional.cross_entropy(logits, target)
+            ids, mask, labels = _batch(tasks, tokenizer, cfg, rng)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -124,6 +150,9 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
                 log["loss"].append((step, round(ema, 4)))
                 if not progress and step % 100 == 0:
                     print(f"step {step} loss {ema:.3f} ({time.time() - start:.0f} s)", flush=True)
+            if out is not None and cfg.checkpoint_every and step and step % cfg.checkpoint_every == 0:
+                log["train_seconds"] = round(time.time() - start, 1)
+                save(model, tokenizer, cfg, log, Path(out))  # resumable inspection of a long run
             bar.update(job, advance=1, description=f"training binding organism (loss {ema:.3f})")
     log["train_seconds"] = round(time.time() - start, 1)
     model.eval()

@@ -52,3 +52,214 @@ def _chunk_rows(ctx: Context, model, ids, default: int) -> int:
 
     n = chunk_rows(ctx.max_memory, batch=ids.shape[0], heads=model.adapter.n_heads, k_len=ids.shape[1])
     return max(1, min(default, n))
+
+
+# --------------------------------------------------------------------------------------------------- sinks
+from dataclasses import dataclass  # noqa: E402
+
+
+def _sink_text():
+    from pathlib import Path
+
+    from interp.analyze import sinks
+    from interp.tasks import niah
+
+    if sinks.DEFAULT_TEXT.is_dir() and sorted(sinks.DEFAULT_TEXT.glob("*.txt")):
+        return None  # the analyzer's own default
+    return niah.DEFAULT_HAYSTACK if Path(niah.DEFAULT_HAYSTACK).exists() else False
+
+
+@dataclass
+class SinksScan:
+    """Gu et al.'s setting, small: `n_prompts` passages of `words` words cut to `length` tokens."""
+
+    n_prompts: int = 16
+    words: int = 80
+    length: int = 64
+    batch_size: int = 8
+    eps: float = 0.3
+    tau: float = 0.1
+    seed: int = 0
+
+
+def _sinks_available():
+    return None if _sink_text() is not False else "no public-domain text found for sink prompts"
+
+
+@register("sinks", SinksScan, "attention sinks: first-token column mean (Gu et al.), hidden sinks (ACT)",
+          _sinks_available)
+def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
+    import torch
+
+    from interp.analyze.sinks import HiddenSink, SinkConfig, SinkReport, find_sinks, passages
+
+    path = _sink_text() or None
+    prompts = passages(config.n_prompts, words=config.words, path=path, seed=config.seed)
+    cfg = SinkConfig(epsilons=(config.eps,), tau=config.tau, length=config.length, batch_size=config.batch_size)
+    groups = [prompts[i:i + config.batch_size] for i in range(0, len(prompts), config.batch_size)]
+    firsts, counts, hidden, lengths, seen = [], [], [], [], 0
+    for i, group in enumerate(groups):
+        def compute(group=group):
+            r = find_sinks(model, group, cfg, progress=False)
+            return {"first": r.first.tolist(), "n_hidden": r.n_hidden.tolist(), "n_tokens": r.n_tokens,
+                    "hidden": [[s.prompt, s.layer, s.head, s.position, s.token, s.alpha] for s in r.hidden]}
+
+        part = ctx.cached(f"prompts-{i}", compute)
+        firsts.append(torch.tensor(part["first"]))
+        counts.append(torch.tensor(part["n_hidden"]))
+        hidden += [HiddenSink(seen + p, *rest) for p, *rest in part["hidden"]]
+        lengths += part["n_tokens"]
+        seen += len(group)
+        ctx.progress(i + 1, len(groups))
+    report = SinkReport(torch.cat(firsts), torch.cat(counts), hidden, list(range(model.adapter.n_layers())),
+                        config.tau, (config.eps,), lengths)
+    metrics = {
+        "first_token_alpha": Metric(report.first.mean(0).tolist(), role="first-token sink",
+                                    description="column mean of the first token, mean over prompts (Gu et al.)",
+                                    threshold=config.eps),
+        "sink_rate": Metric((report.first > config.eps).float().mean(0).tolist(), role="first-token sink",
+                            description=f"share of prompts whose first token has column mean > {config.eps}",
+                            threshold=0.5),
+        "hidden_sinks": Metric(report.n_hidden.float().mean(0).tolist(), role="hidden sink",
+                               description=f"keys beyond the first with column mean > {config.tau}, per prompt "
+                                           f"(ACT)", threshold=0.5),
+    }
+    summary = {f"Sink1^{config.eps}": report.sink_rate(config.eps), "hidden_rate": report.hidden_rate(),
+               "top_hidden_tokens": report.token_table(8)}
+    return AnalysisResult(metrics, primary="first_token_alpha", summary=summary)
+
+
+# ----------------------------------------------------------------------------------------------- retrieval
+@dataclass
+class RetrievalScan:
+    """Wu et al.'s needle-in-a-haystack trials, small: `n_needles` needles x lengths x depths."""
+
+    lengths: tuple[int, ...] = (300,)
+    depths: tuple[float, ...] = (0.2, 0.5, 0.8)
+    n_needles: int = 4
+    batch_size: int = 6
+    max_new_tokens: int = 10
+    threshold: float = 0.1
+
+
+def _retrieval_available():
+    from pathlib import Path
+
+    from interp.tasks import niah
+
+    return None if Path(niah.DEFAULT_HAYSTACK).exists() else f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
+
+
+@register("retrieval", RetrievalScan, "retrieval heads: copy-paste attention during needle-in-a-haystack decoding "
+          "(Wu et al. 2024)", _retrieval_available)
+def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
+    import torch
+
+    from interp.analyze.retrieval import TrialResult, run_trials, scores_from_results
+    from interp.tasks.niah import NEEDLES, NiahConfig, build_trials
+
+    niah = NiahConfig(lengths=tuple(config.lengths), depths=tuple(config.depths),
+                      needles=NEEDLES[: config.n_needles])
+    trials = build_trials(model.tokenizer, niah, n_ctx=model.adapter.n_ctx)
+    groups = [trials[i:i + config.batch_size] for i in range(0, len(trials), config.batch_size)]
+    results = []
+    for i, group in enumerate(groups):
+        def compute(group=group):
+            out = []
+            for batch in run_trials(model, group, batch_size=config.batch_size,
+                                    max_new_tokens=config.max_new_tokens, score=True, progress=False):
+                out += [r.to_json() for r in batch]
+            return out
+
+        results += [TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"]))
+                    for r in ctx.cached(f"trials-{i}", compute)]
+        ctx.progress(i + 1, len(groups))
+    scores = scores_from_results(results, model.adapter.n_layers(), model.adapter.n_heads, model.name)
+    metric = Metric(scores.mean.tolist(), role="retrieval head", threshold=config.threshold,
+                    description="mean copy score over recalled NIAH trials (Wu et al. 2024)")
+    summary = {"trials": scores.n_trials, "recalled": len(scores.trial_ids),
+               f"fraction_over_{config.threshold}": scores.fraction_over(config.threshold)}
+    return AnalysisResult({"retrieval": metric}, primary="retrieval", summary=summary)
+
+
+# ------------------------------------------------------------------------------------------------ saliency
+SALIENCY_PROMPTS = ("The capital of France is", "Alice gave Bob a book because he", "Two plus three equals")
+
+
+@dataclass
+class SaliencyScan:
+    """Attention vs gradient saliency (Papi et al. 2025) per head, on a few short prompts."""
+
+    prompts: tuple[str, ...] = SALIENCY_PROMPTS
+    max_new_tokens: int = 4
+    method: str = "input_x_gradient"
+    drop_first: bool = True  # leave the first token (an attention sink) out of the correlation
+
+
+@register("saliency", SaliencyScan, "attention vs input saliency: per-head Pearson / Spearman correlation")
+def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
+    import torch
+
+    from interp.analyze.agreement import pearson, spearman
+    from interp.analyze.saliency import SaliencyConfig, explain_text
+
+    totals, steps = {"pearson": 0.0, "spearman": 0.0}, 0
+    for i, prompt in enumerate(config.prompts):
+        def compute(prompt=prompt):
+            with torch.enable_grad():
+                rep = explain_text(model, prompt, max_new_tokens=config.max_new_tokens,
+                                   config=SaliencyConfig(method=config.method))
+            if config.drop_first and len(rep.inputs) > 2:
+                rep = rep.drop_first(1)
+            sal = rep.saliency.abs()
+            L, H = rep.attention.shape[:2]
+            out = {k: [[f(rep.attention[layer, head], sal).nan_to_num(0.0).sum().item() for head in range(H)]
+                       for layer in range(L)] for k, f in (("pearson", pearson), ("spearman", spearman))}
+            return {**out, "steps": int(sal.shape[0])}
+
+        part = ctx.cached(f"prompt-{i}", compute)
+        for k in totals:
+            t = torch.tensor(part[k], dtype=torch.float64)
+            totals[k] = totals[k] + t
+        steps += part["steps"]
+        ctx.progress(i + 1, len(config.prompts))
+    metrics = {k: Metric((v / max(steps, 1)).float().tolist(), role="saliency-aligned head",
+                         description=f"{k} correlation of the head's attention with |{config.method}| saliency, "
+                                     f"mean over generated tokens", threshold=0.5)
+               for k, v in totals.items()}
+    return AnalysisResult(metrics, primary="pearson", summary={"generated_tokens": steps})
+
+
+# ------------------------------------------------------------------------------------------------- binding
+@dataclass
+class BindingScan:
+    """Binding mechanisms (Gur-Arieh et al. 2025): one group count, a few prompts per position, every layer."""
+
+    n: int = 3
+    per_position: int = 4
+    accuracy_per_position: int = 4
+    template: str = "boxes"
+    batch_size: int = 16
+
+
+@register("binding", BindingScan, "binding mechanisms: positional / lexical / reflexive share of residual patching "
+          "per layer (per-layer, not per-head)")
+def binding(model, config: BindingScan, ctx: Context) -> AnalysisResult:
+    from interp.analyze.binding import LABELS, BindingConfig, analyze_binding
+
+    def compute():
+        cfg = BindingConfig(template=config.template, groups=(config.n,), per_position=config.per_position,
+                            accuracy_per_position=config.accuracy_per_position, batch_size=config.batch_size)
+        return analyze_binding(model, model.tokenizer, cfg, progress=False).to_json()
+
+    res = ctx.cached(f"n{config.n}", compute)
+    ctx.progress(1, 1)
+    shares = res["layer_shares"][str(config.n)] if str(config.n) in res["layer_shares"] else \
+        res["layer_shares"][config.n]
+    layers = sorted(shares, key=int)
+    scores = [[shares[layer][label] for label in LABELS] for layer in layers]
+    metric = Metric(scores, role="binding read here", columns=list(LABELS),
+                    description=f"share of patched predictions per mechanism, n={config.n} groups, by layer")
+    summary = {"read_layer": res["read_layer"], "unpatched_shares": res["unpatched_shares"],
+               "accuracy": res["accuracy"]}
+    return AnalysisResult({"mechanism_shares": metric}, primary="mechanism_shares", summary=summary)

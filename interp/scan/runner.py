@@ -73,14 +73,29 @@ def scan(
     analyses: names or "a,b" (None: every usable registered analysis; on resume: the earlier run's).
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
     """
-    import torch
-
     from interp.capture.budget import parse_bytes
-    from interp.models.model import Model
 
     out = Path(out)
     budget = parse_bytes(max_memory) if max_memory is not None else None
+    if analyses is not None:
+        resolve(analyses)  # bad names fail before anything touches the disk
+    created = not out.exists()
     prepare_out(out, resume=resume, overwrite=overwrite)
+    try:
+        return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget, progress, report,
+                     examples)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave no empty folder behind a scan that never started
+        raise
+
+
+def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
+          examples) -> dict:
+    import torch
+
+    from interp.models.model import Model
+
     doc_path = out / "scan.json"
     previous = schema.validate(read_json(doc_path, "scan file"), str(doc_path)) if resume and doc_path.exists() \
         else None

@@ -24,6 +24,7 @@ here: a seeded half of it serves as the training pool, the other half as the tes
 
 import csv
 import random
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -112,6 +113,11 @@ TASKS: dict[str, Task] = {
 }
 
 
+@lru_cache(maxsize=8)
+def _read(task: Task, root: Path) -> tuple[list[Example], list[Example]]:
+    return task.read(root)
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise UnknownTaskError(f"unknown few-shot task {name!r}; choose one of {', '.join(TASKS)}.")
@@ -137,7 +143,7 @@ def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int =
     if not (root / task.name).is_dir():
         raise InterpError(f"few-shot data for {task.name!r} not found under {root}; pass data_dir= (or --data) "
                           f"pointing at a folder with {task.name}/ in it (see shared/data/README.md).")
-    train, pool = task.read(root)
+    train, pool = _read(task, root)
     rng = random.Random(seed)
     order = list(range(len(train)))
     rng.shuffle(order)

@@ -89,3 +89,34 @@ def test_aggregations_and_report():
 def test_mismatched_maps_are_refused():
     with pytest.raises(InterpError, match="same real input"):
         agreement(torch.rand(3, 5), torch.rand(3, 6))
+
+
+def test_pooled_table_pools_rows_of_all_reports():
+    from interp.analyze.agreement import pooled_head_grid, pooled_table
+
+    def report(steps, keys, seed):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.softmax(torch.randn(1, 2, steps, keys, generator=g), -1)
+        return SaliencyReport("toy", "m", "decoder", torch.rand(steps, keys, generator=g), a, torch.ones(1, 2, steps),
+                              [""] * keys, [""] * steps, {})
+
+    r1, r2 = report(3, 7, 0), report(5, 11, 1)
+    pooled = pooled_table([r1, r2])["all_heads"].pearson.mean
+    rows = torch.cat([pearson(r.attention.mean((0, 1)), r.saliency) for r in (r1, r2)])
+    assert pooled == pytest.approx(rows.mean().item(), abs=1e-6)
+    grid = pooled_head_grid([r1, r2])
+    expect = (r1.head_grid() * 3 + r2.head_grid() * 5) / 8
+    torch.testing.assert_close(grid, expect)
+
+
+def test_drop_first_renormalises_the_rest():
+    a = torch.softmax(torch.randn(2, 3, 4, 10), -1)
+    r = SaliencyReport("toy", "m", "decoder", torch.rand(4, 10), a, torch.ones(2, 3, 4), list("abcdefghij"),
+                       list("wxyz"), {})
+    d = r.drop_first()
+    torch.testing.assert_close(d.attention.sum(-1), torch.ones(2, 3, 4))
+    torch.testing.assert_close(d.attention, a[..., 1:] / a[..., 1:].sum(-1, keepdim=True))
+    torch.testing.assert_close(d.input_mass, 1 - a[..., 0])
+    assert d.inputs == list("bcdefghij") and d.saliency.shape == (4, 9)
+    with pytest.raises(InterpError, match="at least two must remain"):
+        r.drop_first(9)

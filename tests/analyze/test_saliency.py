@@ -160,3 +160,50 @@ def test_cross_attention_rows_cut_to_real_frames_match_eager(whisper):
 class _Tok:
     def convert_ids_to_tokens(self, ids):
         return [f"t{i}" for i in ids]
+
+
+# ----------------------------------------------------------------------------- real models (slow)
+
+SPEECH = Path(__file__).parents[2] / "data" / "speech"
+
+
+@pytest.mark.slow
+def test_whisper_cross_attention_vs_saliency_end_to_end():
+    from interp.models.adapters import adapter_for
+    from interp.models.model import Model
+    from interp.models.whisper_ct2 import load_whisper_tiny_en
+    from interp.tasks.speech import load_wav
+
+    hf, tok, fx = load_whisper_tiny_en()
+    m = Model(hf, tok, adapter_for(hf), "whisper-tiny.en", extras={"feature_extractor": fx})
+    wave = load_wav(SPEECH / "meeting.wav")
+    r = explain_speech(m, wave, max_new_tokens=3)
+    assert [t.strip("Ġ") for t in r.tokens] == ["Please", "schedule", "the"]
+    n_pos = real_frames(len(wave)) // 2
+    assert r.attention.shape == (4, 6, 3, n_pos) and r.saliency.shape == (3, n_pos)
+    torch.testing.assert_close(r.attention.sum(-1), torch.ones(4, 6, 3))
+    assert r.head_sets["alignment"][0] == (1, 0) and len(r.head_sets["alignment"]) == 8
+    table = r.table()
+    assert -1 <= table["heads alignment"].pearson.mean <= 1 and table["all_heads"].pearson.n == 3
+
+
+@pytest.mark.slow
+def test_cli_on_smollm2_writes_table_and_figures(smollm2, tmp_path):
+    import argparse
+    import json
+
+    from interp.analyze.saliency_cli import add_saliency_arguments, run
+
+    parser = add_saliency_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["smollm2", "--input", "The chemical symbol for gold is", "--max-new-tokens", "2",
+                              "--out", str(tmp_path)])
+    doc = run(args, model=smollm2)
+    assert doc["n_tokens"] == 2 and len(doc["pearson_by_head"]) == 30 and len(doc["pearson_by_head"][0]) == 9
+    assert {"all_heads", "layer 0", "layer 29"} <= set(doc["agreement"])
+    assert json.loads((tmp_path / "agreement.json").read_text())["method"] == "input_x_gradient"
+    assert (tmp_path / "heads.html").stat().st_size > 1000 and (tmp_path / "token.html").exists()
+    with pytest.raises(InterpError, match="is audio but"):
+        run(parser.parse_args(["smollm2", "--input", str(SPEECH / "meeting.wav"), "--out", str(tmp_path)]),
+            model=smollm2)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["smollm2", "--input", "x", "--method", "lime"])

@@ -131,3 +131,14 @@ def test_t5_relative_position_bias_and_padding():
                                    atol=ATOL, rtol=0)
         torch.testing.assert_close(probes[1].data[("cross", layer)], ref.cross_attentions[layer], atol=ATOL, rtol=0)
     torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=0)
+
+
+def test_patterns_can_be_kept_in_a_smaller_dtype_on_another_device():
+    model = tiny_model("llama")
+    batch = padded_batch()
+    with interp.capture(model, patterns=True) as full:
+        model(**batch)
+    with interp.capture(model, patterns=Patterns(dtype=torch.float16, device="cpu")) as small:
+        model(**batch)
+    assert small.patterns[0].dtype == torch.float16
+    torch.testing.assert_close(small.patterns[0].float(), full.patterns[0], atol=1e-3, rtol=0)
