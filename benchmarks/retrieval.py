@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.analyze.retrieval import _eos_ids, run_trials  # noqa: E402
-from interp.tasks.niah import NEEDLES, NiahConfig, Trial, build_trials, rouge1_recall  # noqa: E402
+from interp.analyze.retrieval import _eos_ids, run_trials
+from interp.tasks.niah import NEEDLES, NiahConfig, Trial, build_trials, rouge1_recall
 
 
 @torch.no_grad()
@@ -69,8 +69,14 @@ def naive_generate(model, trial: Trial, max_new_tokens: int = 8) -> None:
     hf.set_attn_implementation("eager")
     try:
         ids = torch.tensor([trial.input_ids], device=model.device)
-        hf.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False, output_attentions=True,
-                    return_dict_in_generate=True, pad_token_id=model.tokenizer.pad_token_id)
+        hf.generate(
+            input_ids=ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_attentions=True,
+            return_dict_in_generate=True,
+            pad_token_id=model.tokenizer.pad_token_id,
+        )
     finally:
         hf.set_attn_implementation(previous)
 
@@ -92,15 +98,29 @@ def main(argv=None) -> int:
     import interp
 
     m = interp.load(args.model)
-    config = NiahConfig(lengths=[int(x) for x in args.lengths.split(",")],
-                        depths=[float(x) for x in args.depths.split(",")], needles=NEEDLES[:args.needles])
+    config = NiahConfig(
+        lengths=[int(x) for x in args.lengths.split(",")],
+        depths=[float(x) for x in args.depths.split(",")],
+        needles=NEEDLES[: args.needles],
+    )
     trials = build_trials(m.tokenizer, config, n_ctx=m.adapter.n_ctx)
-    run_trials(m, trials[:1], batch_size=1, max_new_tokens=2, score=True, progress=False).__next__()  # warm-up
+    run_trials(
+        m, trials[:1], batch_size=1, max_new_tokens=2, score=True, progress=False
+    ).__next__()  # warm-up
 
     t0 = time.perf_counter()
-    fast = {r.id: r for batch in run_trials(m, trials, batch_size=args.batch_size,
-                                            max_new_tokens=args.max_new_tokens, score=True, progress=False)
-            for r in batch}
+    fast = {
+        r.id: r
+        for batch in run_trials(
+            m,
+            trials,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            score=True,
+            progress=False,
+        )
+        for r in batch
+    }
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref = {t.id: eager_reference(m, t, args.max_new_tokens) for t in trials}
@@ -108,10 +128,17 @@ def main(argv=None) -> int:
 
     same_output = sum(fast[i].output == ref[i][0] for i in ref)
     max_diff = max((fast[i].scores - ref[i][2]).abs().max().item() for i in ref)
-    result = {"trials": len(trials), "prompt_tokens": sum(len(t.input_ids) for t in trials) / len(trials),
-              "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-              "interp_trials_per_s": len(trials) / t_fast, "eager_trials_per_s": len(trials) / t_ref,
-              "speedup": t_ref / t_fast, "same_output": f"{same_output}/{len(trials)}", "max_score_diff": max_diff}
+    result = {
+        "trials": len(trials),
+        "prompt_tokens": sum(len(t.input_ids) for t in trials) / len(trials),
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "interp_trials_per_s": len(trials) / t_fast,
+        "eager_trials_per_s": len(trials) / t_ref,
+        "speedup": t_ref / t_fast,
+        "same_output": f"{same_output}/{len(trials)}",
+        "max_score_diff": max_diff,
+    }
     if args.naive:
         t0 = time.perf_counter()
         for t in trials:

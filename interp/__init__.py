@@ -11,6 +11,7 @@
 from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, Recording, Residual, Stats,
                             capture)
 from interp.errors import InterpError
+from interp.intervene import ablate
 from interp.models import Adapter, Model, adapter_for, load
 
 __version__ = "0.1.0"
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
     "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-    "InterpError", "__version__",
+    "ablate", "InterpError", "__version__",
 ]

@@ -56,12 +56,14 @@ def test_unknown_model_type_is_a_clear_error():
 
 @pytest.mark.slow
 def test_sweep_has_no_regressions():
-    """The full sweep (every causal-LM type, 2 workers, ~2-5 min on 2 cores) against docs/coverage.md."""
+    """The full sweep (every causal-LM type, 2 workers) against docs/coverage.md.
+
+    About 85 s of CPU in all (1-1.5 min wall on 2 free cores; 4-5 min on a shared, loaded machine).
+    """
     before = recorded_status()
     results = coverage.sweep(jobs=2, time_limit=60, progress=False)
     regressed = [f"{r.model_type}: {r.status} ({r.reason})" for r in results
                  if before.get(r.model_type) == "pass" and r.status != "pass"]
     assert not regressed, "architectures that passed before fail now:\n" + "\n".join(regressed)
-    routed = [r for r in results if coverage.routed(r.model_type)]
-    share = sum(r.status == "pass" for r in routed) / len(routed)
-    assert share >= 0.8, f"only {share:.0%} of the interface-routed causal-LM types pass"
+    unexplained = [r.model_type for r in results if r.status != "pass" and not r.reason.strip()]
+    assert not unexplained, f"failures without a written reason: {', '.join(unexplained)}"

@@ -97,7 +97,9 @@ class Estimate:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def bootstrap(values: Float[Tensor, " step"], *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap(
+    values: Float[Tensor, " step"], *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> Estimate:
     """Mean of `values` with a percentile bootstrap CI (resampling rows with replacement)."""
     v = values.double().flatten()
     n = v.numel()
@@ -127,8 +129,10 @@ class Agreement:
 
 def _check(attention: Map, saliency: Map) -> None:
     if attention.shape != saliency.shape or attention.ndim != 2:
-        raise InterpError(f"Attention {tuple(attention.shape)} and saliency {tuple(saliency.shape)} must both be "
-                          f"[step, key] over the same real input positions.")
+        raise InterpError(
+            f"Attention {tuple(attention.shape)} and saliency {tuple(saliency.shape)} must both be "
+            f"[step, key] over the same real input positions."
+        )
     if attention.shape[-1] < 2:
         raise InterpError("Agreement needs at least two input positions; give a longer prompt or audio.")
 
@@ -148,12 +152,13 @@ def row_measures(attention: Map, saliency: Map, *, k: int = 5, region: float = 0
 
 def summarize(rows: list[dict[str, Tensor]], *, k: int = 5, n_boot: int = 1000, seed: int = 0) -> Agreement:
     """Pool per-row measures (e.g. of several prompts) into means with bootstrap CIs."""
-    est = dict(n_boot=n_boot, seed=seed)
+    est = {"n_boot": n_boot, "seed": seed}
     return Agreement(**{name: bootstrap(torch.cat([r[name] for r in rows]), **est) for name in rows[0]}, k=k)
 
 
-def agreement(attention: Map, saliency: Map, *, k: int = 5, region: float = 0.5, n_boot: int = 1000,
-              seed: int = 0) -> Agreement:
+def agreement(
+    attention: Map, saliency: Map, *, k: int = 5, region: float = 0.5, n_boot: int = 1000, seed: int = 0
+) -> Agreement:
     """All agreement measures between `attention` and `saliency` (both `[step, key]`, non-negative).
 
     Saliency should be a magnitude (e.g. |attribution| summed over features); sign-carrying maps
@@ -178,7 +183,9 @@ def aggregate(attention: Float[Tensor, "layer head step key"], how: str | Heads)
         if kind == "head":
             layer, head = (int(x) for x in spec.split("."))
             return attention[layer, head]
-        raise InterpError(f"Unknown aggregation {how!r}; use 'all', 'layer:L', 'head:L.H' or a list of (L, H).")
+        raise InterpError(
+            f"Unknown aggregation {how!r}; use 'all', 'layer:L', 'head:L.H' or a list of (L, H)."
+        )
     if not how:
         raise InterpError("An empty head set: give at least one (layer, head) pair.")
     return torch.stack([attention[layer, head] for layer, head in how]).mean(0)
@@ -206,18 +213,25 @@ class SaliencyReport:
     def agreement(self, how: str | Heads = "all", **kw) -> Agreement:
         return agreement(aggregate(self.attention, how), self.saliency, **kw)
 
-    def drop_first(self, n: int = 1) -> "SaliencyReport":
+    def drop_first(self, n: int = 1) -> SaliencyReport:
         """The same report without the first `n` input positions (e.g. an attention sink), renormalised.
 
         Decoder-only LMs park most attention on the first token (a sink), which dominates
         correlations; this asks how attention over the *other* tokens agrees with saliency.
         """
         if not 0 <= n <= len(self.inputs) - 2:
-            raise InterpError(f"Cannot drop {n} of {len(self.inputs)} input positions: at least two must remain.")
+            raise InterpError(
+                f"Cannot drop {n} of {len(self.inputs)} input positions: at least two must remain."
+            )
         kept = self.attention[..., n:]
         share = kept.sum(-1)
-        return replace(self, attention=kept / share.clamp_min(1e-30)[..., None], saliency=self.saliency[:, n:],
-                       input_mass=self.input_mass * share, inputs=self.inputs[n:])
+        return replace(
+            self,
+            attention=kept / share.clamp_min(1e-30)[..., None],
+            saliency=self.saliency[:, n:],
+            input_mass=self.input_mass * share,
+            inputs=self.inputs[n:],
+        )
 
     def aggregations(self, per_head: bool = False) -> dict[str, str | Heads]:
         """Row name -> aggregation: all heads, each layer, each head set (and each head if asked)."""
@@ -236,13 +250,20 @@ class SaliencyReport:
     def head_grid(self, measure=pearson) -> Float[Tensor, "layer head"]:
         """Mean per-token `measure` for every (layer, head): the layer x head heat map's values."""
         a = self.attention
-        return measure(a.flatten(0, 2), self.saliency.repeat(a.shape[0] * a.shape[1], 1)).view(
-            a.shape[0], a.shape[1], a.shape[2]).mean(-1)
+        return (
+            measure(a.flatten(0, 2), self.saliency.repeat(a.shape[0] * a.shape[1], 1))
+            .view(a.shape[0], a.shape[1], a.shape[2])
+            .mean(-1)
+        )
 
     def to_json(self, **kw) -> dict:
         return {
-            "model": self.model, "method": self.method, "stack": self.stack, "tokens": self.tokens,
-            "n_inputs": len(self.inputs), "head_sets": {k: [list(h) for h in v] for k, v in self.head_sets.items()},
+            "model": self.model,
+            "method": self.method,
+            "stack": self.stack,
+            "tokens": self.tokens,
+            "n_inputs": len(self.inputs),
+            "head_sets": {k: [list(h) for h in v] for k, v in self.head_sets.items()},
             "input_mass": float(self.input_mass.mean()),
             "agreement": {k: v.to_json() for k, v in self.table(**kw).items()},
             "pearson_by_head": self.head_grid().tolist(),
@@ -253,10 +274,21 @@ class SaliencyReport:
         import plotly.graph_objects as go
 
         grid = self.head_grid()
-        fig = go.Figure(go.Heatmap(z=grid.numpy(), zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
-                                   colorbar=dict(title="Pearson")))
-        fig.update_layout(title=f"{self.model}: {self.stack} attention vs {self.method} saliency",
-                          xaxis_title="head", yaxis_title="layer")
+        fig = go.Figure(
+            go.Heatmap(
+                z=grid.numpy(),
+                zmin=-1,
+                zmax=1,
+                colorscale="RdBu",
+                reversescale=True,
+                colorbar={"title": "Pearson"},
+            )
+        )
+        fig.update_layout(
+            title=f"{self.model}: {self.stack} attention vs {self.method} saliency",
+            xaxis_title="head",
+            yaxis_title="layer",
+        )
         return fig
 
     def figure_token(self, step: int = 0, how: str | Heads = "all"):
@@ -269,24 +301,45 @@ class SaliencyReport:
         step = check_index("step", step, len(self.tokens), where="the generated tokens")
         att = aggregate(self.attention, how)[step]
         sal = self.saliency[step] / self.saliency[step].sum().clamp_min(1e-30)
-        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=(
-            f"attention ({how if isinstance(how, str) else 'head set'})", f"{self.method} saliency (share)"))
+        fig = make_subplots(
+            rows=2,
+            cols=1,
+            shared_xaxes=True,
+            subplot_titles=(
+                f"attention ({how if isinstance(how, str) else 'head set'})",
+                f"{self.method} saliency (share)",
+            ),
+        )
         x = list(range(len(self.inputs)))
         fig.add_trace(go.Bar(x=x, y=att.numpy(), name="attention"), row=1, col=1)
         fig.add_trace(go.Bar(x=x, y=sal.numpy(), name="saliency"), row=2, col=1)
-        fig.update_xaxes(tickvals=x if len(x) <= 80 else None, ticktext=self.inputs if len(x) <= 80 else None,
-                         row=2, col=1)
+        fig.update_xaxes(
+            tickvals=x if len(x) <= 80 else None, ticktext=self.inputs if len(x) <= 80 else None, row=2, col=1
+        )
         fig.update_layout(title=f"token {step}: {self.tokens[step]!r}", showlegend=False)
         return fig
 
 
-def pooled_table(reports: list[SaliencyReport], *, per_head: bool = False, k: int = 5, region: float = 0.5,
-                 n_boot: int = 1000, seed: int = 0) -> dict[str, Agreement]:
+def pooled_table(
+    reports: list[SaliencyReport],
+    *,
+    per_head: bool = False,
+    k: int = 5,
+    region: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Agreement]:
     """`SaliencyReport.table` over several inputs at once: rows of all reports pooled per aggregation."""
     keys = reports[0].aggregations(per_head)
-    return {name: summarize([row_measures(aggregate(r.attention, how), r.saliency, k=k, region=region)
-                             for r in reports], k=k, n_boot=n_boot, seed=seed)
-            for name, how in keys.items()}
+    return {
+        name: summarize(
+            [row_measures(aggregate(r.attention, how), r.saliency, k=k, region=region) for r in reports],
+            k=k,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        for name, how in keys.items()
+    }
 
 
 def pooled_head_grid(reports: list[SaliencyReport]) -> Float[Tensor, "layer head"]:
@@ -296,5 +349,21 @@ def pooled_head_grid(reports: list[SaliencyReport]) -> Float[Tensor, "layer head
     return (grids * steps[:, None, None]).sum(0) / steps.sum()
 
 
-__all__ = ["aggregate", "SaliencyReport", "pooled_table", "pooled_head_grid", "row_measures", "summarize", "pearson", "spearman", "rank", "topk_overlap", "top_region", "mass_coverage", "bootstrap", "Estimate",
-           "Agreement", "agreement"]
+__all__ = [
+    "Agreement",
+    "Estimate",
+    "SaliencyReport",
+    "aggregate",
+    "agreement",
+    "bootstrap",
+    "mass_coverage",
+    "pearson",
+    "pooled_head_grid",
+    "pooled_table",
+    "rank",
+    "row_measures",
+    "spearman",
+    "summarize",
+    "top_region",
+    "topk_overlap",
+]

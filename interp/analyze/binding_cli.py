@@ -76,6 +76,7 @@ def search(model, groups, per_position: int, seed: int, progress: bool = True) -
 
 
 def binding_command(args: argparse.Namespace) -> int:
+    from interp.analyze import binding_figures  # noqa: F401  (loaded up front, like the rest of the run)
     from interp.analyze.binding import BindingConfig, analyze_binding
 
     model = _load(args.model)

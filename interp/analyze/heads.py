@@ -25,11 +25,11 @@ Memory: patterns are never stored. Per layer the probe recomputes `batch x head 
 fp32 weights for `chunk` query rows at a time and folds them into per-head sums.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.axes import Pattern, TokenIds
@@ -84,7 +84,8 @@ class HeadsConfig:
 
     def check(self) -> None:
         for name in ("n_random", "half_len", "text_tokens", "n_text", "batch_size", "chunk_rows"):
-            if getattr(self, name) < 1 or not isinstance(getattr(self, name), int):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InterpError(f"HeadsConfig.{name}={getattr(self, name)!r}: use a positive integer.")
         if self.half_len < 2 or self.text_tokens < 2:
             raise InterpError("HeadsConfig.half_len and text_tokens must be at least 2 tokens.")
@@ -117,7 +118,7 @@ def role_masks(
     tokens: TokenIds, real: Bool[Tensor, "batch pos"], rows: slice, k_len: int
 ) -> dict[str, Bool[Tensor, "batch query key"]]:
     """Boolean target keys of each role for the query rows `rows` (padded coordinates)."""
-    b, n = tokens.shape
+    n = tokens.shape[1]
     q = torch.arange(n, device=tokens.device)[rows]
     k = torch.arange(k_len, device=tokens.device)
     tok = tokens.masked_fill(~real, -1)
@@ -261,7 +262,7 @@ class Sums:
 
     @staticmethod
     def from_json(d: dict) -> "Sums":
-        as64 = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+        as64 = lambda x: torch.tensor(x, dtype=torch.float64)
         return Sums({k: as64(v) for k, v in d["total"].items()}, {k: as64(v) for k, v in d["rows"].items()})
 
 
@@ -320,12 +321,13 @@ def config_json(config: HeadsConfig) -> dict:
 
 
 @torch.no_grad()
-def detect_heads(model, config: HeadsConfig = HeadsConfig(), *, progress: Progress | None = None) -> HeadScores:
+def detect_heads(model, config: HeadsConfig | None = None, *, progress: Progress | None = None) -> HeadScores:
     """Score every head of `model` as previous-token / duplicate-token / induction head, plus entropy
     and mean attention distance (see the module docstring). `progress(done, total)` is called per batch.
     """
     from interp.models.model import as_model
 
+    config = config or HeadsConfig()
     config.check()
     model = as_model(model)
     data = probe_sets(model, config)
@@ -340,6 +342,19 @@ def detect_heads(model, config: HeadsConfig = HeadsConfig(), *, progress: Progre
     return HeadScores(scores_from_sums(sums.get("random"), sums.get("text")), config_json(config))
 
 
-__all__ = ["HeadsConfig", "HeadScores", "Sums", "detect_heads", "score_batch", "scores_from_sums", "DetectorProbe",
-           "role_masks", "accumulate", "repeated_random_tokens", "text_windows", "probe_sets", "METRICS",
-           "DEFAULT_TEXT"]
+__all__ = [
+    "DEFAULT_TEXT",
+    "METRICS",
+    "DetectorProbe",
+    "HeadScores",
+    "HeadsConfig",
+    "Sums",
+    "accumulate",
+    "detect_heads",
+    "probe_sets",
+    "repeated_random_tokens",
+    "role_masks",
+    "score_batch",
+    "scores_from_sums",
+    "text_windows",
+]

@@ -14,19 +14,19 @@ integers per layer and step), never a full pattern. Trials run many per batch, l
     >>> import interp
     >>> from interp.tasks.niah import NiahConfig, build_trials
     >>> m = interp.load("smollm2")                                                   # doctest: +SKIP
-    >>> trials = build_trials(m.tokenizer, NiahConfig(lengths=(300, 500)), n_ctx=m.adapter.n_ctx)  # doctest: +SKIP
+    >>> trials = build_trials(m.tokenizer, NiahConfig(lengths=(300, 500)))          # doctest: +SKIP
     >>> scores = retrieval_scores(m, trials, batch_size=8, checkpoint="runs/trials.jsonl")  # doctest: +SKIP
     >>> scores.top(5), scores.fraction_over(0.1), scores.success_rate                 # doctest: +SKIP
-    >>> scores.save("retrieval_heads.json")      # the official {"layer-head": [scores...]} format
+    >>> scores.save("retrieval_heads.json")  # official {"layer-head": [...]} format  # doctest: +SKIP
 
 Memory: one batch of prompts plus its KV cache; the argmax record is `steps x layer x batch x head`
 integers. An interrupted scan resumes from `checkpoint` (one JSON line per finished trial).
 """
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -82,9 +82,12 @@ def copy_hits(
     Step `s` produced token `sequences[:, prompt_len + s]`; it is valid for a row while `s < n_steps`.
     """
     n_steps_total = argmax.shape[0]
-    generated = sequences[:, prompt_len:prompt_len + n_steps_total]  # [batch, step]
-    key_tokens = torch.gather(sequences[None, None].expand(n_steps_total, argmax.shape[1], -1, -1), 3,
-                              argmax.clamp_max(sequences.shape[1] - 1))  # [step, layer, batch, head]
+    generated = sequences[:, prompt_len : prompt_len + n_steps_total]  # [batch, step]
+    key_tokens = torch.gather(
+        sequences[None, None].expand(n_steps_total, argmax.shape[1], -1, -1),
+        3,
+        argmax.clamp_max(sequences.shape[1] - 1),
+    )  # [step, layer, batch, head]
     start, stop = answer_span[:, 0], answer_span[:, 1]
     inside = (argmax >= start[None, None, :, None]) & (argmax < stop[None, None, :, None])
     same = key_tokens == generated.T[:, None, :, None]
@@ -136,20 +139,36 @@ def run_trials(
         for group, batch in batches(trials, batch_size, pad_id, device=m.device):
             probe = DecodeArgmax() if score else None
             with capture(m, edits=list(edits), probes=[probe] if probe else []):
-                seq = m.hf.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                                    top_k=None, pad_token_id=pad_id, eos_token_id=sorted(eos))
+                seq = m.hf.generate(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=pad_id,
+                    eos_token_id=sorted(eos),
+                )
             prompt_len = batch["input_ids"].shape[1]
             new = seq[:, prompt_len:].cpu()
             n_steps = _valid_steps(new, eos)
             scores = None
             if probe is not None:
-                scores = copy_hits(probe.argmax().cpu(), seq.cpu(), prompt_len, batch["answer_span"].cpu(), n_steps)
+                scores = copy_hits(
+                    probe.argmax().cpu(), seq.cpu(), prompt_len, batch["answer_span"].cpu(), n_steps
+                )
             results = []
             for row, trial in enumerate(group):
-                text = tok.decode(new[row, :n_steps[row]].tolist(), skip_special_tokens=True)
-                results.append(TrialResult(trial.id, text, rouge1_recall(trial.needle.answer, text),
-                                           None if scores is None else scores[row]))
+                text = tok.decode(new[row, : n_steps[row]].tolist(), skip_special_tokens=True)
+                results.append(
+                    TrialResult(
+                        trial.id,
+                        text,
+                        rouge1_recall(trial.needle.answer, text),
+                        None if scores is None else scores[row],
+                    )
+                )
             advance(len(group))
             yield results
 
@@ -164,7 +183,11 @@ def _eos_ids(m) -> set[int]:
 
 def _valid_steps(new: Tensor, eos: set[int]) -> Int[Tensor, " batch"]:
     """Generated tokens before the first end-of-sequence token, per row."""
-    is_eos = torch.isin(new, torch.tensor(sorted(eos), dtype=new.dtype)) if eos else torch.zeros_like(new, dtype=bool)
+    is_eos = (
+        torch.isin(new, torch.tensor(sorted(eos), dtype=new.dtype))
+        if eos
+        else torch.zeros_like(new, dtype=bool)
+    )
     first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(new[:, 0], new.shape[1]))
     return first
 
@@ -230,45 +253,64 @@ class RetrievalScores:
         """The `k` highest-scoring heads as `(layer, head, score)`, best first (ties: lower layer, head)."""
         n = self.n_layers * self.n_heads
         if not 0 <= k <= n:
-            raise InterpError(f"top-k {k} is out of range: the model has {n} heads ({self.n_layers} layers x "
-                              f"{self.n_heads} heads); choose k in 0..{n}.")
+            raise InterpError(
+                f"top-k {k} is out of range: the model has {n} heads ({self.n_layers} layers x "
+                f"{self.n_heads} heads); choose k in 0..{n}."
+            )
         flat = self.mean.flatten()
         order = sorted(range(n), key=lambda i: (-flat[i].item(), i))[:k]
         return [(i // self.n_heads, i % self.n_heads, flat[i].item()) for i in order]
 
     def to_json(self) -> dict[str, list[float]]:
         """The official score-file format: `{"layer-head": [score per counted trial, ...]}`."""
-        return {f"{l}-{h}": self.per_trial[:, l, h].tolist() for l in range(self.n_layers)
-                for h in range(self.n_heads)}
+        return {
+            f"{l}-{h}": self.per_trial[:, l, h].tolist()
+            for l in range(self.n_layers)
+            for h in range(self.n_heads)
+        }
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def from_json(cls, data: dict | str | Path, *, n_layers: int | None = None, n_heads: int | None = None,
-                  model: str = "") -> "RetrievalScores":
+    def from_json(
+        cls,
+        data: dict | str | Path,
+        *,
+        n_layers: int | None = None,
+        n_heads: int | None = None,
+        model: str = "",
+    ) -> "RetrievalScores":
         """Read an official score file (or its dict). Sizes default to the largest indices found."""
         if not isinstance(data, dict):
             path = Path(data)
             if not path.is_file():
-                raise InterpError(f"retrieval score file {path} does not exist; write one with `RetrievalScores.save` "
-                                  f"or pass a released `{{\"layer-head\": [scores]}}` JSON file.")
+                raise InterpError(
+                    f"retrieval score file {path} does not exist; write one with `RetrievalScores.save` "
+                    f'or pass a released `{{"layer-head": [scores]}}` JSON file.'
+                )
             data = json.loads(path.read_text())
         try:
             keys = {tuple(int(x) for x in k.split("-")): v for k, v in data.items()}
         except (ValueError, AttributeError) as err:
-            raise InterpError(f"not a retrieval score file: keys must look like 'layer-head' ({err}).") from None
+            raise InterpError(
+                f"not a retrieval score file: keys must look like 'layer-head' ({err})."
+            ) from None
         lengths = {len(v) for v in keys.values()}
         if len(lengths) > 1:
-            raise InterpError(f"score lists have different lengths {sorted(lengths)}; every head needs one score "
-                              f"per counted trial.")
+            raise InterpError(
+                f"score lists have different lengths {sorted(lengths)}; every head needs one score "
+                f"per counted trial."
+            )
         n_layers = n_layers or 1 + max(l for l, _ in keys)
         n_heads = n_heads or 1 + max(h for _, h in keys)
         n = lengths.pop() if lengths else 0
         per_trial = torch.zeros(n, n_layers, n_heads)
         for (l, h), v in keys.items():
             if l >= n_layers or h >= n_heads:
-                raise InterpError(f"score file names head {l}-{h}, outside {n_layers} layers x {n_heads} heads.")
+                raise InterpError(
+                    f"score file names head {l}-{h}, outside {n_layers} layers x {n_heads} heads."
+                )
             per_trial[:, l, h] = torch.tensor(v, dtype=torch.float32)
         return cls(per_trial, [f"trial{i}" for i in range(n)], n, model)
 
@@ -276,10 +318,20 @@ class RetrievalScores:
         """A plotly layer x head heatmap of the mean scores."""
         import plotly.graph_objects as go
 
-        fig = go.Figure(go.Heatmap(z=self.mean.numpy(), colorscale="Viridis", colorbar={"title": "score"},
-                                   hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
-        fig.update_layout(title=title or f"Retrieval scores {self.model} ({len(self.trial_ids)}/{self.n_trials} "
-                          f"trials recalled)", xaxis_title="head", yaxis_title="layer")
+        fig = go.Figure(
+            go.Heatmap(
+                z=self.mean.numpy(),
+                colorscale="Viridis",
+                colorbar={"title": "score"},
+                hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title=title
+            or f"Retrieval scores {self.model} ({len(self.trial_ids)}/{self.n_trials} trials recalled)",
+            xaxis_title="head",
+            yaxis_title="layer",
+        )
         return fig
 
 
@@ -304,8 +356,14 @@ def retrieval_scores(
     todo = [t for t in trials if t.id not in done]
     sink = _open_append(checkpoint) if checkpoint else None
     try:
-        for results in run_trials(m, todo, batch_size=batch_size, max_new_tokens=max_new_tokens, score=True,
-                                  progress=progress and "retrieval scan"):
+        for results in run_trials(
+            m,
+            todo,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            score=True,
+            progress=progress and "retrieval scan",
+        ):
             for r in results:
                 done[r.id] = r
                 if sink:
@@ -318,12 +376,16 @@ def retrieval_scores(
     return scores_from_results([done[t.id] for t in trials], m.adapter.n_layers(), m.adapter.n_heads, m.name)
 
 
-def scores_from_results(results: Sequence[TrialResult], n_layers: int, n_heads: int, model: str = "") -> RetrievalScores:
+def scores_from_results(
+    results: Sequence[TrialResult], n_layers: int, n_heads: int, model: str = ""
+) -> RetrievalScores:
     counted = [r for r in results if r.recalled]
     per_trial = torch.stack([r.scores for r in counted]) if counted else torch.zeros(0, n_layers, n_heads)
     if per_trial.shape[1:] != (n_layers, n_heads):
-        raise InterpError(f"saved trial scores have shape {tuple(per_trial.shape[1:])}, not ({n_layers}, {n_heads}): "
-                          f"the checkpoint belongs to another model; use a fresh checkpoint file.")
+        raise InterpError(
+            f"saved trial scores have shape {tuple(per_trial.shape[1:])}, not ({n_layers}, {n_heads}): "
+            f"the checkpoint belongs to another model; use a fresh checkpoint file."
+        )
     return RetrievalScores(per_trial, [r.id for r in counted], len(results), model)
 
 
@@ -352,5 +414,14 @@ def load_checkpoint(path: str | Path) -> dict[str, TrialResult]:
     return done
 
 
-__all__ = ["DecodeArgmax", "copy_hits", "TrialResult", "run_trials", "RetrievalScores", "retrieval_scores",
-           "scores_from_results", "load_checkpoint", "RECALL_THRESHOLD"]
+__all__ = [
+    "RECALL_THRESHOLD",
+    "DecodeArgmax",
+    "RetrievalScores",
+    "TrialResult",
+    "copy_hits",
+    "load_checkpoint",
+    "retrieval_scores",
+    "run_trials",
+    "scores_from_results",
+]

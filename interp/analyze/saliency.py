@@ -11,16 +11,16 @@ encoder frame (two log-mel frames) for Whisper. Methods come from a registry:
 | `occlusion`            | `Occlusion`             | patches (`internal_batch_size` per forward); every |
 |                        |                         | token's score comes from the same perturbed pass   |
 
-Occlusion slides a window over the input: one token (`window=(1,)`) for text, a time-frequency
-patch of the log-mel spectrogram for speech (`window=(mel_bins, frames)`, default 16 x 10, the
-patches of Papi et al. 2025), replaced by `baseline` (0 = the log-mel floor after Whisper's
-normalisation is -0.77..; 0 is "mid grey").
+Occlusion slides a window over the input and replaces it by `baseline` (default 0): one token
+(`window=(1,)`) for text, a time-frequency patch of the log-mel spectrogram for speech
+(`window=(mel_bins, frames)`, default 16 x 10), as Papi et al. 2025 perturb spectrogram patches.
+Whisper's normalised log-mels lie in about [-1, 1]; its silence padding sits near -0.77.
 
 Example:
     >>> m = interp.load("smollm2")                                                  # doctest: +SKIP
     >>> r = explain_text(m, "The capital of France is", max_new_tokens=3)           # doctest: +SKIP
-    >>> r.saliency.shape, r.attention.shape          # [step, key], [layer, head, step, key]
-    >>> print(r.table()["all_heads"])                # Pearson / Spearman / top-k / coverage + CIs
+    >>> r.saliency.shape, r.attention.shape    # [step, key], [layer, head, step, key]  # doctest: +SKIP
+    >>> print(r.table()["all_heads"].pearson)  # mean [95% CI]                          # doctest: +SKIP
 
 Memory: gradient methods hold `internal_batch_size` full forward+backward passes at once (x `n_steps`
 for integrated gradients, split by captum); the attention kept is `layer x head x step x key`.
@@ -29,9 +29,9 @@ for integrated gradients, split by captum); the attention kept is `layer x head 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ class SaliencyConfig:
 
 
 # --------------------------------------------------------------------------- targets
+
 
 @dataclass
 class Target:
@@ -115,8 +116,14 @@ def real_frames(n_samples: int, total: int = 3000) -> int:
     return min(total, FRAMES_PER_POSITION * math.ceil(frames / FRAMES_PER_POSITION))
 
 
-def speech_target(hf, features: Float[Tensor, "1 mel frame"], tokens: Int[Tensor, " step"],
-                  prefix: Int[Tensor, " pos"], n_frames: int, score: str = "logprob") -> Target:
+def speech_target(
+    hf,
+    features: Float[Tensor, "1 mel frame"],
+    tokens: Int[Tensor, " step"],
+    prefix: Int[Tensor, " pos"],
+    n_frames: int,
+    score: str = "logprob",
+) -> Target:
     """Saliency over the real log-mel frames for Whisper's generated `tokens` after `prefix` (SOT ...)."""
     x0, rest = features[:, :, :n_frames], features[:, :, n_frames:]
     decoder_in = torch.cat([prefix, tokens[:-1]])[None]
@@ -137,6 +144,7 @@ def speech_target(hf, features: Float[Tensor, "1 mel frame"], tokens: Int[Tensor
 
 # --------------------------------------------------------------------------- methods
 
+
 def _gradient_method(cls_name: str):
     def run(target: Target, cfg: SaliencyConfig) -> Tensor:
         import captum.attr as ca
@@ -147,10 +155,13 @@ def _gradient_method(cls_name: str):
         for start in _progress(range(0, target.n_steps, chunk), cfg, f"{cfg.method}"):
             rows = torch.arange(start, min(start + chunk, target.n_steps), device=target.inputs.device)
             x = target.inputs.expand(len(rows), *target.inputs.shape[1:]).clone()
-            kw = dict(additional_forward_args=(rows,))
+            kw = {"additional_forward_args": (rows,)}
             if cls_name == "IntegratedGradients":
-                kw.update(n_steps=cfg.n_steps, baselines=cfg.baseline,
-                          internal_batch_size=cfg.internal_batch_size or len(rows) * cfg.n_steps)
+                kw.update(
+                    n_steps=cfg.n_steps,
+                    baselines=cfg.baseline,
+                    internal_batch_size=cfg.internal_batch_size or len(rows) * cfg.n_steps,
+                )
             out.append(method.attribute(x, **kw).detach())
         return torch.cat(out)
 
@@ -171,8 +182,12 @@ def _occlusion(target: Target, cfg: SaliencyConfig) -> Tensor:
         raise InterpError(f"Occlusion window {window} does not fit the input shape {tuple(d)}.")
     with torch.no_grad():
         return ca.Occlusion(target.forward).attribute(
-            target.inputs, sliding_window_shapes=window, strides=stride, baselines=cfg.baseline,
-            perturbations_per_eval=cfg.internal_batch_size or 1, show_progress=cfg.show_progress,
+            target.inputs,
+            sliding_window_shapes=window,
+            strides=stride,
+            baselines=cfg.baseline,
+            perturbations_per_eval=cfg.internal_batch_size or 1,
+            show_progress=cfg.show_progress,
         )
 
 
@@ -216,6 +231,7 @@ def _progress(it, cfg: SaliencyConfig, label: str):
 
 # --------------------------------------------------------------------------- end to end
 
+
 def _as_model(model):
     from interp.models.model import as_model
 
@@ -255,9 +271,15 @@ def _generate_text(m, prompt: str | list[int], max_new_tokens: int, chat: bool) 
     if ids.shape[1] < 2:
         raise InterpError("The prompt has a single token; agreement needs at least two input positions.")
     eos = getattr(m.tokenizer, "eos_token_id", None) if m.tokenizer is not None else None
-    out = m.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                        num_beams=1, pad_token_id=eos if eos is not None else 0)
-    gen = out[0, ids.shape[1]:]
+    out = m.hf.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=eos if eos is not None else 0,
+    )
+    gen = out[0, ids.shape[1] :]
     if eos is not None and (gen == eos).any():
         gen = gen[: int((gen == eos).nonzero()[0])]
     return torch.cat([ids[0], gen])[None], ids.shape[1]
@@ -267,8 +289,14 @@ def _labels(tokenizer, ids: list[int]) -> list[str]:
     return tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [str(i) for i in ids]
 
 
-def explain_text(model, prompt: str | list[int], *, max_new_tokens: int = 8, config: SaliencyConfig | None = None,
-                 chat: bool = False) -> SaliencyReport:
+def explain_text(
+    model,
+    prompt: str | list[int],
+    *,
+    max_new_tokens: int = 8,
+    config: SaliencyConfig | None = None,
+    chat: bool = False,
+) -> SaliencyReport:
     """Greedy continuation of `prompt`, saliency of each new token over the prompt, and self-attention.
 
     Attention rows are those predicting each new token, cut to the prompt and renormalised
@@ -282,31 +310,52 @@ def explain_text(model, prompt: str | list[int], *, max_new_tokens: int = 8, con
     attn = _attention(m, {"input_ids": ids}, m.adapter.main_stack, slice(p - 1, ids.shape[1] - 1))
     attn, mass = _cut(attn, p)
     return SaliencyReport(
-        model=m.name, method=cfg.method, stack=m.adapter.main_stack, saliency=sal.float(), attention=attn,
-        input_mass=mass, inputs=_labels(m.tokenizer, ids[0, :p].tolist()),
-        tokens=_labels(m.tokenizer, ids[0, p:].tolist()), head_sets={}, token_ids=ids[0, p:].tolist(),
+        model=m.name,
+        method=cfg.method,
+        stack=m.adapter.main_stack,
+        saliency=sal.float(),
+        attention=attn,
+        input_mass=mass,
+        inputs=_labels(m.tokenizer, ids[0, :p].tolist()),
+        tokens=_labels(m.tokenizer, ids[0, p:].tolist()),
+        head_sets={},
+        token_ids=ids[0, p:].tolist(),
     )
 
 
-def explain_speech(model, waveform: Float[np.ndarray, " sample"], *, tokenizer=None, feature_extractor=None,
-                   max_new_tokens: int = 64, config: SaliencyConfig | None = None) -> SaliencyReport:
-    """Whisper: greedy transcript of a 16 kHz waveform, saliency over real encoder frames, cross-attention.
+def explain_speech(
+    model,
+    waveform: Float[np.ndarray, " sample"],
+    *,
+    rate: int = 16_000,
+    tokenizer=None,
+    feature_extractor=None,
+    max_new_tokens: int = 64,
+    config: SaliencyConfig | None = None,
+) -> SaliencyReport:
+    """Whisper: greedy transcript of a mono waveform, saliency over real encoder frames, cross-attention.
 
-    Head sets: the model's alignment heads (`generation_config.alignment_heads`). Audio longer
-    than 30 s is refused (split it with `interp.tasks.speech.chunk_waveform`).
+    A waveform at another `rate` is resampled to 16 kHz. Head sets: the model's alignment heads
+    (`generation_config.alignment_heads`). Audio longer than 30 s is refused (split it with
+    `interp.tasks.speech.chunk_waveform`). Saliency explains the raw log-probability, before
+    generation's token suppression.
     """
-    from interp.tasks.speech import SAMPLE_RATE, check_waveform
+    from interp.tasks.speech import SAMPLE_RATE, check_waveform, resample
 
-    cfg = config or SaliencyConfig(window=(16, 10))
+    cfg = config or SaliencyConfig()
     m = _as_model(model)
     tok = tokenizer or m.tokenizer
     fx = feature_extractor or m.extras.get("feature_extractor")
     if fx is None:
-        raise InterpError("Speech saliency needs the model's feature extractor: pass feature_extractor=... "
-                          "(load_whisper_tiny_en returns it) or load the model with interp.load.")
-    wave = check_waveform(waveform)
+        raise InterpError(
+            "Speech saliency needs the model's feature extractor: pass feature_extractor=... "
+            "(load_whisper_tiny_en returns it) or load the model with interp.load."
+        )
+    wave = resample(check_waveform(waveform, rate=rate), rate, SAMPLE_RATE)
     param = next(m.hf.parameters())
-    features = fx(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(param.device, param.dtype)
+    features = fx(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features.to(
+        param.device, param.dtype
+    )
     with torch.no_grad():
         gen = m.hf.generate(features, max_new_tokens=max_new_tokens)[0]
     gc = m.hf.generation_config
@@ -317,17 +366,36 @@ def explain_speech(model, waveform: Float[np.ndarray, " sample"], *, tokenizer=N
     target = speech_target(m.hf, features, gen, prefix, n_frames, cfg.score)
     sal = target.reduce(attribute(target, cfg))
     decoder_in = torch.cat([prefix, gen[:-1]])[None]
-    attn = _attention(m, {"input_features": features, "decoder_input_ids": decoder_in}, "cross",
-                      slice(len(prefix) - 1, None))
+    attn = _attention(
+        m,
+        {"input_features": features, "decoder_input_ids": decoder_in},
+        "cross",
+        slice(len(prefix) - 1, None),
+    )
     attn, mass = _cut(attn, n_frames // FRAMES_PER_POSITION)
     heads = [tuple(h) for h in (getattr(gc, "alignment_heads", None) or [])]
     return SaliencyReport(
-        model=m.name, method=cfg.method, stack="cross", saliency=sal.float(), attention=attn, input_mass=mass,
+        model=m.name,
+        method=cfg.method,
+        stack="cross",
+        saliency=sal.float(),
+        attention=attn,
+        input_mass=mass,
         inputs=[f"{FRAMES_PER_POSITION * i * SPEECH_HOP / SAMPLE_RATE:.2f}s" for i in range(attn.shape[-1])],
-        tokens=_labels(tok, gen.tolist()), head_sets={"alignment": heads} if heads else {},
+        tokens=_labels(tok, gen.tolist()),
+        head_sets={"alignment": heads} if heads else {},
         token_ids=gen.tolist(),
     )
 
 
-__all__ = ["SaliencyConfig", "Target", "METHODS", "attribute", "text_target", "speech_target", "real_frames",
-           "explain_text", "explain_speech"]
+__all__ = [
+    "METHODS",
+    "SaliencyConfig",
+    "Target",
+    "attribute",
+    "explain_speech",
+    "explain_text",
+    "real_frames",
+    "speech_target",
+    "text_target",
+]

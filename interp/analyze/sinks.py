@@ -94,10 +94,17 @@ class SinkReport:
         """Share of (prompt, layer, head) with at least one hidden sink."""
         return (self.n_hidden > 0).float().mean().item()
 
-    def token_table(self, top: int = 15) -> list[dict]:
-        """The commonest hidden-sink tokens: hits (prompt, layer, head, position), prompts, heads, positions."""
+    def token_table(self, top: int = 15, min_queries: int = 1) -> list[dict]:
+        """The commonest hidden-sink tokens: hits (prompt, layer, head, position), prompts, heads, positions.
+
+        `min_queries` keeps only keys seen by at least that many queries: a key near the end of a
+        prompt is averaged over few rows (the last one over its own row), so its column mean passes
+        `tau` easily; `min_queries=16` shows the sinks that hold over many rows.
+        """
         hits, prompts, heads, positions = Counter(), defaultdict(set), defaultdict(set), defaultdict(list)
         for s in self.hidden:
+            if self.n_tokens and self.n_tokens[s.prompt] - s.position < min_queries:
+                continue
             hits[s.token] += 1
             prompts[s.token].add(s.prompt)
             heads[s.token].add((s.layer, s.head))
@@ -112,7 +119,8 @@ class SinkReport:
                 "sink_rate": {str(e): self.sink_rate(e) for e in self.epsilons},
                 "sink_rate_by_layer": {str(e): self.sink_rate_by_layer(e) for e in self.epsilons},
                 "first_alpha_mean": self.first.mean(0).tolist(), "hidden_rate": self.hidden_rate(),
-                "hidden_per_head": self.n_hidden.float().mean(0).tolist(), "tokens": self.token_table(top)}
+                "hidden_per_head": self.n_hidden.float().mean(0).tolist(), "tokens": self.token_table(top),
+                "tokens_seen_by_16": self.token_table(top, min_queries=16)}
 
     def figure(self, eps: float = 0.3, top: int = 15):
         """Plotly: mean first-token alpha per layer x head, hidden sinks per prompt, commonest sink tokens."""

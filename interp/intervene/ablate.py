@@ -4,7 +4,7 @@
 |-----------|------------------------------------------------------|-----------------|
 | `zero`    | its output `z` (the `o_proj` input slice) is 0        | `edit_z`        |
 | `mean`    | its `z` is its mean over a reference set (`mean_z`)   | `edit_z`        |
-| `uniform` | attends uniformly to every visible key (what zeroing the head's query does, as the Retrieval-Head code masks heads) | `edit_weights` |
+| `uniform` | uniform over its visible keys (its query zeroed, as the official code masks) | `edit_weights` |
 
 `phase` picks the forward passes: "prefill" (a pass without cached keys: as many queries as
 keys), "decode" (passes that extend a KV cache) or "both". Heads are query heads `(layer, head)`;
@@ -22,9 +22,9 @@ Memory: zero/mean copy `z` of the ablated layers once; uniform recomputes only t
 weights (`batch x heads x query x key` fp32 per ablated layer), so keep it for moderate lengths.
 """
 
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
@@ -69,8 +69,9 @@ class HeadAblation(Probe):
         adapter = model.adapter
         self.stack = self.stack or adapter.main_stack
         self._by_layer = {}
-        for layer, head in expand_heads(self.heads, adapter.n_heads, adapter.n_kv_heads, self.kv_groups,
-                                        check=adapter):
+        for layer, head in expand_heads(
+            self.heads, adapter.n_heads, adapter.n_kv_heads, self.kv_groups, check=adapter
+        ):
             self._by_layer.setdefault(adapter.check_layer(layer, self.stack), set()).add(head)
         self._by_layer = {l: torch.tensor(sorted(h)) for l, h in self._by_layer.items()}
         if self.mode == "mean":
@@ -78,13 +79,19 @@ class HeadAblation(Probe):
 
     def _check_means(self, adapter) -> None:
         if self.means is None:
-            raise InterpError("mode='mean' needs `means`: compute them with interp.intervene.mean_z(model, batches).")
+            raise InterpError(
+                "mode='mean' needs `means`: compute them with interp.intervene.mean_z(model, batches)."
+            )
         for layer in self._by_layer:
             if layer not in self.means:
-                raise InterpError(f"`means` has no entry for layer {layer}; compute it with mean_z over that layer.")
+                raise InterpError(
+                    f"`means` has no entry for layer {layer}; compute it with mean_z over that layer."
+                )
             if tuple(self.means[layer].shape) != (adapter.n_heads, adapter.head_dim):
-                raise InterpError(f"means[{layer}] has shape {tuple(self.means[layer].shape)}; expected "
-                                  f"[head, d_head] = ({adapter.n_heads}, {adapter.head_dim}).")
+                raise InterpError(
+                    f"means[{layer}] has shape {tuple(self.means[layer].shape)}; expected "
+                    f"[head, d_head] = ({adapter.n_heads}, {adapter.head_dim})."
+                )
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack and layer in self._by_layer
@@ -114,8 +121,9 @@ class HeadAblation(Probe):
         return z
 
 
-def expand_heads(heads: Iterable[Head], n_heads: int, n_kv_heads: int, kv_groups: bool = False,
-                 check=None) -> list[Head]:
+def expand_heads(
+    heads: Iterable[Head], n_heads: int, n_kv_heads: int, kv_groups: bool = False, check=None
+) -> list[Head]:
     """Validate `(layer, head)` pairs; with `kv_groups`, add every query head sharing each one's KV head.
 
     >>> expand_heads([(0, 4)], n_heads=9, n_kv_heads=3, kv_groups=True)
@@ -137,8 +145,15 @@ def expand_heads(heads: Iterable[Head], n_heads: int, n_kv_heads: int, kv_groups
 
 
 @contextmanager
-def ablate(model, heads: Sequence[Head], mode: str = "zero", *, phase: str = "both", kv_groups: bool = False,
-           means: ZMeans | None = None) -> Iterator:
+def ablate(
+    model,
+    heads: Sequence[Head],
+    mode: str = "zero",
+    *,
+    phase: str = "both",
+    kv_groups: bool = False,
+    means: ZMeans | None = None,
+) -> Iterator:
     """Run the block with `heads` ablated; yields the capture's `Recording`. Nests inside other captures."""
     editor = HeadAblation(list(heads), mode=mode, phase=phase, kv_groups=kv_groups, means=means)
     with capture(model, edits=[editor]) as rec:
@@ -185,4 +200,4 @@ def mean_z(model, batches: Iterable[dict], layers: Sequence[int] | None = None) 
     return {l: (probe.sums[l] / probe.counts[l]).float() for l in sorted(probe.sums)}
 
 
-__all__ = ["HeadAblation", "ablate", "mean_z", "expand_heads", "is_prefill", "MODES", "PHASES"]
+__all__ = ["MODES", "PHASES", "HeadAblation", "ablate", "expand_heads", "is_prefill", "mean_z"]

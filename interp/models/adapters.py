@@ -213,9 +213,9 @@ def adapter_for(model: nn.Module) -> Adapter:
             found = infer_stack(model)
         except UnsupportedArchitectureError as err:
             raise UnsupportedArchitectureError(
-                f"interp cannot adapt model type {family_name!r} ({type(model).__name__}): {err} Declarative "
-                f"families: {', '.join(sorted(FAMILIES))}; add a `Family` to interp.models.adapters.FAMILIES "
-                f"if this model does route attention through transformers' AttentionInterface."
+                f"interp cannot adapt model type {family_name!r} ({type(model).__name__}): {err} Supported: "
+                f"models whose attention calls ALL_ATTENTION_FUNCTIONS (docs/coverage.md lists each causal-LM "
+                f"type); declarative families: {', '.join(sorted(FAMILIES))}."
             ) from err
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         n_ctx = _config_value(text, "max_position_embeddings", "n_positions", "max_target_positions")

@@ -4,7 +4,8 @@
 no code of its own; it only needs an `Adapter` saying where things are. `infer_stack` reads that
 off the module tree of the language model (the text tower of a multimodal model):
 
-- blocks: the longest `nn.ModuleList` under the decoder whose items hold an attention module;
+- blocks: the `nn.ModuleList` under the decoder whose items hold an attention module, as long as the
+  text config's layer count (else the longest such list: vision / audio towers lose the tie);
 - attention: the submodule of a block whose class's `forward` calls the attention interface
   (`ALL_ATTENTION_FUNCTIONS`); hybrid models (Mamba / linear-attention layers) keep the list of
   blocks that have one;
@@ -24,9 +25,10 @@ Head counts come from the attention module itself when it says (`num_heads`, `he
     >>> (s.stack.blocks, s.stack.attn, s.stack.out_proj, s.stack.mlp, s.n_heads, s.n_kv_heads, s.head_dim)
     ('model.layers', 'self_attn', 'o_proj', 'mlp', 4, 2, 8)
 
-Refusals (`UnsupportedArchitectureError`, with the reason) are decided in `refusal(model)`:
-attention that transformers does not route through the interface, and attention terms the
-interface function cannot reproduce (learned sinks in the weights, e.g. gpt-oss).
+Refusals (`UnsupportedArchitectureError`, with the reason): no block whose attention calls the
+interface (Falcon, Bloom, MPT, GPT-Neo, Mamba ...: raised by `infer_stack`), and attention terms
+the interface function cannot reproduce yet (learned sinks in the weights, e.g. gpt-oss:
+`refusal(model)`). Memory: nothing is run; only the module tree and source files are read.
 """
 
 import inspect

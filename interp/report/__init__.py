@@ -9,4 +9,4 @@ from interp.report.export import ExportUnavailableError, export_figures
 from interp.report.figures import heatmap, pattern_figure, top_heads
 from interp.report.html import render_html
 
-__all__ = ["render_html", "heatmap", "pattern_figure", "top_heads", "export_figures", "ExportUnavailableError"]
+__all__ = ["ExportUnavailableError", "export_figures", "heatmap", "pattern_figure", "render_html", "top_heads"]

@@ -118,6 +118,18 @@ def _drill(doc: dict) -> tuple[str, dict]:
     return html, {"figures": figures, "scores": scores}
 
 
+def _summary(analysis: str, summary: dict) -> str:
+    """Scalars inline; nested values (tables, per-position shares) folded into <details>."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    flat = [f"{_esc(k)} = {_esc(fmt(v))}" for k, v in summary.items() if not isinstance(v, (dict, list))]
+    nested = {k: v for k, v in summary.items() if isinstance(v, (dict, list))}
+    more = (f"<details><summary>details</summary><pre>{_esc(json.dumps(nested, indent=1))}</pre></details>"
+            if nested else "")
+    return f"<div class='note'>{_esc(analysis)}: {'; '.join(flat)}{more}</div>"
+
+
 def render_html(doc: dict) -> str:
     """The whole report as one HTML string (no external resources)."""
     name = doc["model"]["name"]
@@ -126,9 +138,8 @@ def render_html(doc: dict) -> str:
         fig = heatmap(analysis, result)
         maps.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"heatmap-{analysis}",
                                 config={"displaylogo": False, "responsive": True}))
-        summary = result.get("summary")
-        if summary:
-            maps.append(f"<p class='note'>{_esc(analysis)} summary: {_esc(json.dumps(summary))}</p>")
+        if result.get("summary"):
+            maps.append(_summary(analysis, result["summary"]))
     drill_html, drill_data = _drill(doc)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>interp scan: {_esc(name)}</title>

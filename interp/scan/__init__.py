@@ -8,7 +8,15 @@
 Add an analysis with `@interp.scan.register(name, ConfigDataclass, help)` (see `registry.py`).
 """
 
-from interp.scan.registry import ANALYSES, Analysis, AnalysisResult, Context, Metric, UnknownAnalysisError, register
+from interp.scan.registry import (
+    ANALYSES,
+    Analysis,
+    AnalysisResult,
+    Context,
+    Metric,
+    UnknownAnalysisError,
+    register,
+)
 from interp.scan.runner import ScanExistsError, load_scan, scan
 from interp.scan.schema import SCHEMA_VERSION
 from interp.scan.store import ScanFileError
@@ -21,5 +29,18 @@ def available() -> dict[str, str]:
     return {name: a.help for name, a in ANALYSES.items()}
 
 
-__all__ = ["scan", "load_scan", "available", "register", "ANALYSES", "Analysis", "AnalysisResult", "Context", "Metric",
-           "UnknownAnalysisError", "ScanExistsError", "ScanFileError", "SCHEMA_VERSION"]
+__all__ = [
+    "ANALYSES",
+    "SCHEMA_VERSION",
+    "Analysis",
+    "AnalysisResult",
+    "Context",
+    "Metric",
+    "ScanExistsError",
+    "ScanFileError",
+    "UnknownAnalysisError",
+    "available",
+    "load_scan",
+    "register",
+    "scan",
+]

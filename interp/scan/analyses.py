@@ -11,8 +11,8 @@ from interp.scan.registry import AnalysisResult, Context, Metric, register
 
 _HEAD_ROLES = {
     "previous_token": ("previous-token head", "attention on the previous token (repeated random tokens)", 0.4),
-    "duplicate_token": ("duplicate-token head", "attention on earlier copies of the current token (random tokens)",
-                        0.4),
+    "duplicate_token": ("duplicate-token head", "attention on earlier copies of the current token "
+                                                "(random tokens)", 0.4),
     "induction": ("induction head", "attention on the token after an earlier copy of the current token "
                                     "(second half of repeated random tokens)", 0.4),
     "previous_token_text": ("previous-token head (text)", "previous-token score on natural text", 0.4),
@@ -32,7 +32,8 @@ def heads(model, config: _heads.HeadsConfig, ctx: Context) -> AnalysisResult:
     for name, batches in data.items():
         for i, ids in enumerate(batches):
             chunk = _chunk_rows(ctx, model, ids, config.chunk_rows)
-            saved = ctx.cached(f"{name}-{i}", lambda: _heads.score_batch(model, ids, chunk).to_json())
+            saved = ctx.cached(f"{name}-{i}",
+                               lambda ids=ids, chunk=chunk: _heads.score_batch(model, ids, chunk).to_json())
             part = _heads.Sums.from_json(saved)
             sums[name] = part if name not in sums else sums[name] + part
             done += 1
@@ -55,7 +56,7 @@ def _chunk_rows(ctx: Context, model, ids, default: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- sinks
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass
 
 
 def _sink_text():
@@ -218,9 +219,7 @@ def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
             return {**out, "steps": int(sal.shape[0])}
 
         part = ctx.cached(f"prompt-{i}", compute)
-        for k in totals:
-            t = torch.tensor(part[k], dtype=torch.float64)
-            totals[k] = totals[k] + t
+        totals = {k: v + torch.tensor(part[k], dtype=torch.float64) for k, v in totals.items()}
         steps += part["steps"]
         ctx.progress(i + 1, len(config.prompts))
     metrics = {k: Metric((v / max(steps, 1)).float().tolist(), role="saliency-aligned head",

@@ -10,8 +10,9 @@ whose defaults are small enough for a CPU scan. It does its work in named units 
     ...     return AnalysisResult({"score": Metric(part["score"], role="my role")}, primary="score")
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from interp.errors import InterpError
 from interp.scan.store import Parts

@@ -16,9 +16,9 @@ scratch of the head detectors (query rows per chunk).
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from interp.errors import InterpError
 from interp.scan import schema
@@ -130,13 +130,15 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             if analysis.name in doc["analyses"]:
                 tick(analysis.name, 1, 1)
                 continue
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget)
             with torch.no_grad():
                 result = analysis.run(model, configs[analysis.name], ctx)
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
-            timings[analysis.name] = round(time.perf_counter() - start, 2)
+            timings[analysis.name] = {"wall_s": round(time.perf_counter() - start, 2),
+                                      "cpu_s": round(time.process_time() - cpu, 2)}
             atomic_write_json(doc_path, doc)
+            _merge_timings(out / "timings.json", timings)
     if examples:
         from interp.scan.examples import pattern_examples, pick_heads
 

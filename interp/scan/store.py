@@ -17,8 +17,9 @@ saved unit instead of recomputing it, which is all `--resume` needs.
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from interp.errors import InterpError
 

@@ -12,18 +12,18 @@ keeps the leading-space token that a standalone tokenization of the answer would
 For instruct models the assistant turn is pre-filled with the needle's restatement
 ("The password to the old lighthouse is"), so the first generated tokens are the answer itself.
 
-    >>> trials = build_trials(m.tokenizer, NiahConfig(lengths=(300, 500), depths=(0.2, 0.8)))  # doctest: +SKIP
-    >>> for trials_b, batch in batches(trials, batch_size=8, pad_id=m.tokenizer.pad_token_id):   # doctest: +SKIP
+    >>> trials = build_trials(m.tokenizer, NiahConfig(lengths=(300,), depths=(0.2, 0.8)))  # doctest: +SKIP
+    >>> for group, batch in batches(trials, batch_size=8, pad_id=m.tokenizer.pad_token_id):  # doctest: +SKIP
     ...     out = m.hf.generate(**batch, max_new_tokens=8, do_sample=False)
 
 Memory: a batch of `batch_size` prompts of `length` tokens; prefill costs grow with both.
 """
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -44,7 +44,7 @@ class NeedleTooLongError(InterpError, ValueError):
 
 @dataclass(frozen=True)
 class Needle:
-    """A fact to hide, the question that asks for it, its answer, and the restatement that opens the answer."""
+    """A fact to hide, its question, its answer, and the restatement that opens the answer."""
 
     text: str
     question: str
@@ -53,28 +53,60 @@ class Needle:
 
     def __post_init__(self):
         if self.answer not in self.text:
-            raise InterpError(f"needle answer {self.answer!r} does not occur in the needle text {self.text!r}.")
+            raise InterpError(
+                f"needle answer {self.answer!r} does not occur in the needle text {self.text!r}."
+            )
 
 
 NEEDLES: tuple[Needle, ...] = (
-    Needle("The password to the old lighthouse is copper falcon.", "What is the password to the old lighthouse?",
-           "copper falcon", "The password to the old lighthouse is"),
-    Needle("The secret ingredient in Aunt Mara's soup is smoked paprika.",
-           "What is the secret ingredient in Aunt Mara's soup?", "smoked paprika",
-           "The secret ingredient in Aunt Mara's soup is"),
-    Needle("Doctor Ellery keeps her spare key inside a blue teapot.", "Where does Doctor Ellery keep her spare key?",
-           "blue teapot", "Doctor Ellery keeps her spare key inside a"),
-    Needle("The ship's cat on the Aurora is named Pickle.", "What is the name of the ship's cat on the Aurora?",
-           "Pickle", "The ship's cat on the Aurora is named"),
-    Needle("The magic word that opens the garden gate is marmalade.",
-           "What is the magic word that opens the garden gate?", "marmalade",
-           "The magic word that opens the garden gate is"),
-    Needle("The treasure is buried beneath the crooked willow.", "Where is the treasure buried?",
-           "crooked willow", "The treasure is buried beneath the"),
-    Needle("Professor Quill's favourite instrument is the bassoon.", "What is Professor Quill's favourite instrument?",
-           "bassoon", "Professor Quill's favourite instrument is the"),
-    Needle("The winning lottery number last spring was 4817.", "What was the winning lottery number last spring?",
-           "4817", "The winning lottery number last spring was"),
+    Needle(
+        "The password to the old lighthouse is copper falcon.",
+        "What is the password to the old lighthouse?",
+        "copper falcon",
+        "The password to the old lighthouse is",
+    ),
+    Needle(
+        "The secret ingredient in Aunt Mara's soup is smoked paprika.",
+        "What is the secret ingredient in Aunt Mara's soup?",
+        "smoked paprika",
+        "The secret ingredient in Aunt Mara's soup is",
+    ),
+    Needle(
+        "Doctor Ellery keeps her spare key inside a blue teapot.",
+        "Where does Doctor Ellery keep her spare key?",
+        "blue teapot",
+        "Doctor Ellery keeps her spare key inside a",
+    ),
+    Needle(
+        "The ship's cat on the Aurora is named Pickle.",
+        "What is the name of the ship's cat on the Aurora?",
+        "Pickle",
+        "The ship's cat on the Aurora is named",
+    ),
+    Needle(
+        "The magic word that opens the garden gate is marmalade.",
+        "What is the magic word that opens the garden gate?",
+        "marmalade",
+        "The magic word that opens the garden gate is",
+    ),
+    Needle(
+        "The treasure is buried beneath the crooked willow.",
+        "Where is the treasure buried?",
+        "crooked willow",
+        "The treasure is buried beneath the",
+    ),
+    Needle(
+        "Professor Quill's favourite instrument is the bassoon.",
+        "What is Professor Quill's favourite instrument?",
+        "bassoon",
+        "Professor Quill's favourite instrument is the",
+    ),
+    Needle(
+        "The winning lottery number last spring was 4817.",
+        "What was the winning lottery number last spring?",
+        "4817",
+        "The winning lottery number last spring was",
+    ),
 )
 
 
@@ -127,13 +159,14 @@ def _tokenized_haystack(tokenizer, path: str) -> tuple[str, tuple[tuple[int, int
     return text, tuple(map(tuple, enc["offset_mapping"]))
 
 
-def build_trials(tokenizer, config: NiahConfig = NiahConfig(), *, n_ctx: int | None = None) -> list[Trial]:
+def build_trials(tokenizer, config: NiahConfig | None = None, *, n_ctx: int | None = None) -> list[Trial]:
     """All trials of the grid, each with token-exact needle and answer spans.
 
     Raises `NeedleTooLongError` when a needle and question do not fit a length,
     `PromptTooLongError` when a prompt exceeds `n_ctx` (the model's window), and
     `HaystackNotFoundError` for a missing haystack file.
     """
+    config = config or NiahConfig()
     if not getattr(tokenizer, "is_fast", False):
         raise InterpError("needle placement needs character offsets: pass a fast (Rust) tokenizer.")
     for depth in config.depths:
@@ -141,7 +174,8 @@ def build_trials(tokenizer, config: NiahConfig = NiahConfig(), *, n_ctx: int | N
             raise InterpError(f"needle depth {depth} is outside [0, 1]; depths are fractions of the context.")
     if n_ctx is not None and max(config.lengths) > n_ctx:
         raise PromptTooLongError(
-            f"context length {max(config.lengths)} exceeds the model's window of {n_ctx} tokens; choose lengths "
+            f"context length {max(config.lengths)} exceeds the model's window of {n_ctx} tokens; "
+            f"choose lengths "
             f"well below {n_ctx} (the template and question add tokens too)."
         )
     text, offsets = _tokenized_haystack(tokenizer, str(config.haystack))
@@ -151,14 +185,16 @@ def build_trials(tokenizer, config: NiahConfig = NiahConfig(), *, n_ctx: int | N
         for length in config.lengths:
             if length <= 2 * n_needle:
                 raise NeedleTooLongError(
-                    f"needle {needle.text!r} has {n_needle} tokens; a context of {length} tokens leaves no haystack "
+                    f"needle {needle.text!r} has {n_needle} tokens; a context of {length} tokens leaves "
+                    f"no haystack "
                     f"around it. Use lengths above {2 * n_needle} or a shorter needle."
                 )
             for depth in config.depths:
                 trial = _make_trial(tokenizer, config, text, offsets, needle, n, length, depth, n_needle)
                 if n_ctx is not None and len(trial.input_ids) > n_ctx:
                     raise PromptTooLongError(
-                        f"trial {trial.id} has {len(trial.input_ids)} tokens, over the model's window of {n_ctx}; "
+                        f"trial {trial.id} has {len(trial.input_ids)} tokens, over the model's window "
+                        f"of {n_ctx}; "
                         f"use shorter context lengths."
                     )
                 trials.append(trial)
@@ -168,10 +204,10 @@ def build_trials(tokenizer, config: NiahConfig = NiahConfig(), *, n_ctx: int | N
 def _make_trial(tokenizer, config, text, offsets, needle, n, length, depth, n_needle) -> Trial:
     # A different window of the haystack per needle, so prompts differ in more than the needle.
     first = (n * 1500) % max(1, len(offsets) - length)
-    hay_tokens = offsets[first:first + length - n_needle]
+    hay_tokens = offsets[first : first + length - n_needle]
     if len(hay_tokens) < length - n_needle:
         raise NeedleTooLongError(f"the haystack has only {len(offsets)} tokens; use lengths below that.")
-    hay = text[hay_tokens[0][0]:hay_tokens[-1][1]]
+    hay = text[hay_tokens[0][0] : hay_tokens[-1][1]]
     boundaries = [m.end() for m in re.finditer(r"[.!?][”\"’]?(?=\s)", hay)] or [len(hay)]
     target = depth * len(hay)
     for cut in sorted(boundaries, key=lambda b: abs(b - target)):
@@ -185,8 +221,9 @@ def _make_trial(tokenizer, config, text, offsets, needle, n, length, depth, n_ne
 def _tokenize(tokenizer, config, context, cut, needle, n, length, depth) -> Trial | None:
     user = f"{config.instruction}\n\n{context}\n\nQuestion: {needle.question}"
     if config.chat and getattr(tokenizer, "chat_template", None):
-        head = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                             add_generation_prompt=True)
+        head = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        )
         prompt, special = head + needle.prefix, False
     else:
         prompt, special = f"{user}\nAnswer: {needle.prefix}", True
@@ -214,7 +251,7 @@ def _tokenize(tokenizer, config, context, cut, needle, n, length, depth) -> Tria
 def batches(
     trials: Sequence[Trial], batch_size: int, pad_id: int, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[list[Trial], dict[str, torch.Tensor]]]:
-    """Left-padded batches `(trials, {"input_ids", "attention_mask", "answer_span"})`, similar lengths together.
+    """Left-padded batches `(trials, {"input_ids", "attention_mask", "answer_span"})`, by length.
 
     `answer_span` is `[batch, 2]` in padded coordinates (each row shifted by its padding).
     """
@@ -222,7 +259,7 @@ def batches(
         raise InterpError(f"batch_size must be >= 1, got {batch_size}.")
     order = sorted(trials, key=lambda t: len(t.input_ids))
     for i in range(0, len(order), batch_size):
-        group = order[i:i + batch_size]
+        group = order[i : i + batch_size]
         width = max(len(t.input_ids) for t in group)
         ids = torch.full((len(group), width), pad_id, dtype=torch.long)
         mask = torch.zeros(len(group), width, dtype=torch.long)
@@ -232,7 +269,14 @@ def batches(
             ids[row, pad:] = torch.tensor(t.input_ids)
             mask[row, pad:] = 1
             spans[row] = torch.tensor(t.answer_span) + pad
-        yield group, {"input_ids": ids.to(device), "attention_mask": mask.to(device), "answer_span": spans.to(device)}
+        yield (
+            group,
+            {"input_ids": ids.to(device), "attention_mask": mask.to(device), "answer_span": spans.to(device)},
+        )
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
 
 
 def rouge1_recall(answer: str, output: str) -> float:
@@ -243,12 +287,23 @@ def rouge1_recall(answer: str, output: str) -> float:
     >>> rouge1_recall("crooked willow", "the willow tree")
     0.5
     """
-    words = lambda s: re.findall(r"\w+", s.lower())  # noqa: E731
-    want, got = words(answer), set(words(output))
+    want, got = _words(answer), set(_words(output))
     if not want:
         return 0.0
     return sum(w in got for w in want) / len(want)
 
 
-__all__ = ["Needle", "NEEDLES", "NiahConfig", "Trial", "build_trials", "batches", "rouge1_recall", "read_haystack",
-           "HaystackNotFoundError", "NeedleTooLongError", "DEFAULT_HAYSTACK", "HELDOUT_TEXT"]
+__all__ = [
+    "DEFAULT_HAYSTACK",
+    "HELDOUT_TEXT",
+    "NEEDLES",
+    "HaystackNotFoundError",
+    "Needle",
+    "NeedleTooLongError",
+    "NiahConfig",
+    "Trial",
+    "batches",
+    "build_trials",
+    "read_haystack",
+    "rouge1_recall",
+]

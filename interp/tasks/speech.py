@@ -27,7 +27,9 @@ class AudioError(InterpError, ValueError):
     """Audio that a speech model cannot take as given (wrong rate, too long, empty, unreadable)."""
 
 
-def resample(wave: Float[np.ndarray, " sample"], rate: int, target: int = SAMPLE_RATE) -> Float[np.ndarray, " sample"]:
+def resample(
+    wave: Float[np.ndarray, " sample"], rate: int, target: int = SAMPLE_RATE
+) -> Float[np.ndarray, " sample"]:
     """Polyphase resampling (anti-aliased) from `rate` to `target` Hz."""
     from scipy.signal import resample_poly
 
@@ -37,7 +39,9 @@ def resample(wave: Float[np.ndarray, " sample"], rate: int, target: int = SAMPLE
     return resample_poly(wave, target // g, rate // g).astype(np.float32)
 
 
-def load_wav(path: str | Path, *, rate: int = SAMPLE_RATE, resample_to_rate: bool = True) -> Float[np.ndarray, " sample"]:
+def load_wav(
+    path: str | Path, *, rate: int = SAMPLE_RATE, resample_to_rate: bool = True
+) -> Float[np.ndarray, " sample"]:
     """Mono float32 waveform in [-1, 1] at `rate` Hz from a PCM/float WAV file.
 
     A file at another rate is resampled (set `resample_to_rate=False` to get an `AudioError`
@@ -51,8 +55,10 @@ def load_wav(path: str | Path, *, rate: int = SAMPLE_RATE, resample_to_rate: boo
     try:
         file_rate, data = wavfile.read(path)
     except ValueError as err:
-        raise AudioError(f"{path} is not a readable WAV file ({err}); convert it with e.g. "
-                         f"`ffmpeg -i in -ar 16000 -ac 1 out.wav`.") from err
+        raise AudioError(
+            f"{path} is not a readable WAV file ({err}); convert it with e.g. "
+            f"`ffmpeg -i in -ar 16000 -ac 1 out.wav`."
+        ) from err
     if np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     data = data.astype(np.float32)
@@ -62,29 +68,37 @@ def load_wav(path: str | Path, *, rate: int = SAMPLE_RATE, resample_to_rate: boo
         raise AudioError(f"{path} holds no samples.")
     if file_rate != rate:
         if not resample_to_rate:
-            raise AudioError(f"{path} is sampled at {file_rate} Hz but the model needs {rate} Hz; resample it "
-                             f"(load_wav(..., resample_to_rate=True) does) or `ffmpeg -ar {rate}`.")
+            raise AudioError(
+                f"{path} is sampled at {file_rate} Hz but the model needs {rate} Hz; resample it "
+                f"(load_wav(..., resample_to_rate=True) does) or `ffmpeg -ar {rate}`."
+            )
         data = resample(data, file_rate, rate)
     return data
 
 
-def check_waveform(wave: Float[np.ndarray, " sample"], *, rate: int = SAMPLE_RATE,
-                   max_seconds: float = MAX_SECONDS) -> Float[np.ndarray, " sample"]:
+def check_waveform(
+    wave: Float[np.ndarray, " sample"], *, rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS
+) -> Float[np.ndarray, " sample"]:
     """Return a 1-D float32 waveform, or raise `AudioError` for empty / multi-channel / too long audio."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
-        raise AudioError(f"Expected a mono waveform of shape [sample], got shape {wave.shape}; average channels.")
+        raise AudioError(
+            f"Expected a mono waveform of shape [sample], got shape {wave.shape}; average channels."
+        )
     if wave.size == 0:
         raise AudioError("The waveform is empty; give at least a few hundred milliseconds of audio.")
     seconds = wave.size / rate
     if seconds > max_seconds:
-        raise AudioError(f"The audio lasts {seconds:.1f} s but the model takes at most {max_seconds:.0f} s; "
-                         f"split it with chunk_waveform(wave) and analyse each window.")
+        raise AudioError(
+            f"The audio lasts {seconds:.1f} s but the model takes at most {max_seconds:.0f} s; "
+            f"split it with chunk_waveform(wave) and analyse each window."
+        )
     return wave
 
 
-def chunk_waveform(wave: Float[np.ndarray, " sample"], *, rate: int = SAMPLE_RATE,
-                   seconds: float = MAX_SECONDS) -> list[Float[np.ndarray, " sample"]]:
+def chunk_waveform(
+    wave: Float[np.ndarray, " sample"], *, rate: int = SAMPLE_RATE, seconds: float = MAX_SECONDS
+) -> list[Float[np.ndarray, " sample"]]:
     """Consecutive windows of at most `seconds` (the last one shorter)."""
     step = int(seconds * rate)
     return [wave[i : i + step] for i in range(0, len(wave), step)]
@@ -114,4 +128,14 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return row[-1] / len(ref)
 
 
-__all__ = ["normalize_text", "word_error_rate", "AudioError", "load_wav", "resample", "check_waveform", "chunk_waveform", "SAMPLE_RATE", "MAX_SECONDS"]
+__all__ = [
+    "MAX_SECONDS",
+    "SAMPLE_RATE",
+    "AudioError",
+    "check_waveform",
+    "chunk_waveform",
+    "load_wav",
+    "normalize_text",
+    "resample",
+    "word_error_rate",
+]

@@ -5,7 +5,15 @@ import torch
 from scipy import stats
 
 from interp.analyze.agreement import (
-    SaliencyReport, aggregate, agreement, bootstrap, mass_coverage, pearson, spearman, top_region, topk_overlap,
+    SaliencyReport,
+    aggregate,
+    agreement,
+    bootstrap,
+    mass_coverage,
+    pearson,
+    spearman,
+    top_region,
+    topk_overlap,
 )
 from interp.errors import InterpError
 
@@ -60,6 +68,7 @@ def test_self_agreement_is_one_and_shuffled_is_near_zero():
     other = agreement(a, shuffled)
     assert abs(other.pearson.mean) < 0.05 and abs(other.spearman.mean) < 0.05
     assert other.pearson.low < 0 < other.pearson.high or abs(other.pearson.mean) < 0.02
+    assert other.topk_chance.mean == 5 / 200 and abs(other.topk.mean - 5 / 200) < 0.03
 
 
 def test_bootstrap_interval_brackets_mean_and_is_reproducible():
@@ -77,8 +86,17 @@ def test_aggregations_and_report():
     assert torch.allclose(aggregate(a, [(0, 2), (1, 0)]), (a[0, 2] + a[1, 0]) / 2)
     with pytest.raises(InterpError, match="Unknown aggregation"):
         aggregate(a, "rows")
-    r = SaliencyReport("toy", "occlusion", "decoder", a[1, 2].clone(), a, torch.ones(2, 3, 4), [str(i) for i in range(10)],
-                       list("wxyz"), {"chosen": [(1, 2)]})
+    r = SaliencyReport(
+        "toy",
+        "occlusion",
+        "decoder",
+        a[1, 2].clone(),
+        a,
+        torch.ones(2, 3, 4),
+        [str(i) for i in range(10)],
+        list("wxyz"),
+        {"chosen": [(1, 2)]},
+    )
     table = r.table(per_head=True)
     assert table["heads chosen"].pearson.mean == pytest.approx(1.0) and table["head 1.2"].spearman.mean == 1.0
     assert r.head_grid()[1, 2].item() == pytest.approx(1.0)
@@ -97,8 +115,17 @@ def test_pooled_table_pools_rows_of_all_reports():
     def report(steps, keys, seed):
         g = torch.Generator().manual_seed(seed)
         a = torch.softmax(torch.randn(1, 2, steps, keys, generator=g), -1)
-        return SaliencyReport("toy", "m", "decoder", torch.rand(steps, keys, generator=g), a, torch.ones(1, 2, steps),
-                              [""] * keys, [""] * steps, {})
+        return SaliencyReport(
+            "toy",
+            "m",
+            "decoder",
+            torch.rand(steps, keys, generator=g),
+            a,
+            torch.ones(1, 2, steps),
+            [""] * keys,
+            [""] * steps,
+            {},
+        )
 
     r1, r2 = report(3, 7, 0), report(5, 11, 1)
     pooled = pooled_table([r1, r2])["all_heads"].pearson.mean
@@ -111,8 +138,9 @@ def test_pooled_table_pools_rows_of_all_reports():
 
 def test_drop_first_renormalises_the_rest():
     a = torch.softmax(torch.randn(2, 3, 4, 10), -1)
-    r = SaliencyReport("toy", "m", "decoder", torch.rand(4, 10), a, torch.ones(2, 3, 4), list("abcdefghij"),
-                       list("wxyz"), {})
+    r = SaliencyReport(
+        "toy", "m", "decoder", torch.rand(4, 10), a, torch.ones(2, 3, 4), list("abcdefghij"), list("wxyz"), {}
+    )
     d = r.drop_first()
     torch.testing.assert_close(d.attention.sum(-1), torch.ones(2, 3, 4))
     torch.testing.assert_close(d.attention, a[..., 1:] / a[..., 1:].sum(-1, keepdim=True))

@@ -10,6 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from interp.analyze.binding import (BindingConfig, Sweep, analyze_binding, patched_logits, patched_logits_nnsight,
                                     residual_patch, residuals)
 from interp.analyze.binding_cli import add_binding_arguments
+from interp.capture import Patch, capture
 from interp.analyze.binding_model import MixingData, MixingModel, fit_mixing_model, js_divergence, uniform_score
 from interp.errors import IndexOutOfRangeError, InterpError
 from interp.organisms.binding import OrganismConfig, build_model, build_tokenizer
@@ -186,7 +187,11 @@ def test_smollm2_patching_identity_counterfactual_and_nnsight(smollm2):
     engine = patched_logits(smollm2, orig, src, layers)
     nns = patched_logits_nnsight(smollm2, tok, orig, src, layers)
     torch.testing.assert_close(engine, nns, atol=1e-3, rtol=0)
-    last = len(smollm2.adapter.blocks(smollm2.adapter.main_stack)) - 1
-    full_cf = residuals(smollm2, cf, [last])  # patching the last block's input at the last token ...
-    torch.testing.assert_close(patched_logits(smollm2, orig, full_cf, [last]),  # ... gives the cf's output
-                               smollm2.hf(**cf).logits[None, :, -1], atol=1e-3, rtol=0)
+    n_layers = len(smollm2.adapter.blocks(smollm2.adapter.main_stack))
+    with capture(smollm2, resid_pre=list(range(n_layers))) as rec:
+        cf_logits = smollm2.hf(**cf).logits[:, -1]
+    everywhere = list(range(cf["input_ids"].shape[1]))
+    edits = [Patch(layer=L, positions=everywhere, values=rec.resid_pre[L]) for L in range(n_layers)]
+    with capture(smollm2, edits=edits):  # every layer's full residual from the counterfactual ...
+        out = smollm2.hf(**orig).logits[:, -1]
+    torch.testing.assert_close(out, cf_logits, atol=1e-3, rtol=0)  # ... gives the counterfactual's output

@@ -3,11 +3,11 @@ and vs TransformerLens's own `head_detector` on SmolLM2 (TL backend)."""
 
 import pytest
 import torch
+from tiny import padded_batch, tiny_model
 
 import interp
 from interp.analyze import heads
 from interp.errors import InterpError
-from tiny import padded_batch, tiny_model
 
 
 def naive_scores(pattern, tokens, real):
@@ -115,8 +115,7 @@ def test_detectors_agree_with_transformer_lens_head_detector(smollm2_tl):
     from transformer_lens.head_detector import detect_head
 
     m, bridge = smollm2_tl, smollm2_tl.bridge
-    words = ("river apple stone cloud garden silver window candle forest mirror honey ladder violin pepper "
-             "lantern meadow copper feather marble tiger").split()
+    words = ["river", "apple", "stone", "cloud", "garden", "silver", "window", "candle", "forest", "mirror", "honey", "ladder", "violin", "pepper", "lantern", "meadow", "copper", "feather", "marble", "tiger"]
     g = torch.Generator().manual_seed(1)
     seq = " ".join(words[i] for i in torch.randperm(len(words), generator=g)[:16].tolist())
     text = seq + " " + seq
@@ -133,3 +132,21 @@ def test_detectors_agree_with_transformer_lens_head_detector(smollm2_tl):
         top_ours = set(mine.flatten().topk(10).indices.tolist())
         top_theirs = set(theirs.flatten().topk(10).indices.tolist())
         assert len(top_ours & top_theirs) >= 8, (ours_name, top_ours, top_theirs)
+
+
+@pytest.mark.fast
+def test_entropy_matches_the_streaming_stats_kernel():
+    """Entropy from our exact weights equals the mean row entropy of issue 3's streaming `Stats` recorder."""
+    from interp.capture.stats import Stats
+
+    model = tiny_model("llama")
+    batch = padded_batch(lengths=(9, 5, 12))
+    real = batch["attention_mask"].bool()
+    probe, stats = heads.DetectorProbe(chunk_rows=4), Stats(with_columns=False)
+    probe.feed(batch["input_ids"], real)
+    with interp.capture(_as_model(model), probes=[probe, stats]):
+        model(**batch)
+    got = heads._collect(probe.sums).means()["entropy"]
+    for layer, rows in stats.rows.items():
+        want = (rows.entropy * real[:, None, :]).sum((0, 2)) / real.sum()
+        torch.testing.assert_close(got[layer], want, atol=1e-5, rtol=1e-4)

@@ -8,11 +8,17 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from interp.analyze.retrieval import (RetrievalScores, TrialResult, load_checkpoint, retrieval_scores, run_trials,
-                                      scores_from_results)
+from interp.analyze.retrieval import (
+    RetrievalScores,
+    TrialResult,
+    load_checkpoint,
+    retrieval_scores,
+    run_trials,
+    scores_from_results,
+)
 from interp.errors import InterpError
 from interp.models.model import as_model
-from interp.tasks.niah import NEEDLES, NiahConfig, Needle, Trial, build_trials
+from interp.tasks.niah import NEEDLES, Needle, NiahConfig, Trial, build_trials
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,8 +69,11 @@ def tiny_trials(n=5, seed=0):
 @pytest.mark.fast
 def test_streaming_scores_equal_eager_reference_tiny(tiny):
     trials = tiny_trials()
-    got = {r.id: r for batch in run_trials(tiny, trials, batch_size=3, max_new_tokens=6, score=True,
-                                           progress=False) for r in batch}
+    got = {
+        r.id: r
+        for batch in run_trials(tiny, trials, batch_size=3, max_new_tokens=6, score=True, progress=False)
+        for r in batch
+    }
     total = 0.0
     for t in trials:
         text, recall, ref = eager_reference(tiny, t, max_new_tokens=6)
@@ -85,7 +94,12 @@ def test_scores_summary_and_official_json_roundtrip(tmp_path):
     assert [(l, h) for l, h, _ in s.top(2)] == [(2, 1), (0, 0)]
     s.save(tmp_path / "scores.json")
     data = json.loads((tmp_path / "scores.json").read_text())
-    assert set(data) == {f"{l}-{h}" for l in range(3) for h in range(2)} and data["2-1"] == [0.5, 0.25, 0.0, 0.25]
+    assert set(data) == {f"{l}-{h}" for l in range(3) for h in range(2)} and data["2-1"] == [
+        0.5,
+        0.25,
+        0.0,
+        0.25,
+    ]
     back = RetrievalScores.from_json(tmp_path / "scores.json")
     torch.testing.assert_close(back.per_trial, per_trial)
     fig = s.figure()
@@ -128,8 +142,11 @@ def test_interrupted_scan_resumes_from_saved_trials(tiny, tmp_path, monkeypatch)
     assert seen == ["t2", "t3"]  # only the unfinished trials ran again
     resumed = load_checkpoint(ckpt)
     assert sorted(resumed) == ["t0", "t1", "t2", "t3"]
-    fresh = {r.id: r for b in original(tiny, trials, batch_size=4, max_new_tokens=4, score=True, progress=False)
-             for r in b}
+    fresh = {
+        r.id: r
+        for b in original(tiny, trials, batch_size=4, max_new_tokens=4, score=True, progress=False)
+        for r in b
+    }
     for i, r in resumed.items():
         assert r.output == fresh[i].output
         torch.testing.assert_close(r.scores, fresh[i].scores)
@@ -139,8 +156,11 @@ def test_interrupted_scan_resumes_from_saved_trials(tiny, tmp_path, monkeypatch)
 def test_streaming_scores_equal_eager_reference_smollm2(smollm2):
     config = NiahConfig(lengths=(250,), depths=(0.3, 0.8), needles=NEEDLES[:2])
     trials = build_trials(smollm2.tokenizer, config, n_ctx=smollm2.adapter.n_ctx)
-    got = {r.id: r for b in run_trials(smollm2, trials, batch_size=4, max_new_tokens=6, score=True, progress=False)
-           for r in b}
+    got = {
+        r.id: r
+        for b in run_trials(smollm2, trials, batch_size=4, max_new_tokens=6, score=True, progress=False)
+        for r in b
+    }
     total = 0.0
     for t in trials:
         text, recall, ref = eager_reference(smollm2, t, max_new_tokens=6)

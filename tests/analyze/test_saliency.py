@@ -9,7 +9,13 @@ from captum.attr import InputXGradient, IntegratedGradients, Occlusion
 from transformers import LlamaConfig, LlamaForCausalLM, WhisperConfig, WhisperForConditionalGeneration
 
 from interp.analyze.saliency import (
-    SaliencyConfig, attribute, explain_speech, explain_text, real_frames, speech_target, text_target,
+    SaliencyConfig,
+    attribute,
+    explain_speech,
+    explain_text,
+    real_frames,
+    speech_target,
+    text_target,
 )
 from interp.errors import InterpError
 from interp.tasks.speech import AudioError
@@ -20,18 +26,37 @@ READY = (Path(__file__).parents[2] / "interp" / "capture" / "READY").exists()
 @pytest.fixture(scope="module")
 def llama():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
 def whisper():
     torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=60, num_mel_bins=8, d_model=16, encoder_layers=1, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_source_positions=20, max_target_positions=16,
-                        decoder_start_token_id=1, pad_token_id=0, eos_token_id=2)
+    cfg = WhisperConfig(
+        vocab_size=60,
+        num_mel_bins=8,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=20,
+        max_target_positions=16,
+        decoder_start_token_id=1,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
     return WhisperForConditionalGeneration(cfg).eval()
 
 
@@ -74,12 +99,15 @@ def test_speech_occlusion_patches_equal_direct_captum(whisper):
     assert ours.shape == (3, 8, n) and target.reduce(ours).shape == (3, n // 2)
     dec = torch.tensor([[1, 4, 7, 11]])
     for t in range(3):
+
         def f(x, t=t):
             full = torch.cat([x, feats[:, :, n:].expand(len(x), -1, -1)], -1)
             logits = whisper(input_features=full, decoder_input_ids=dec.expand(len(x), -1)).logits
             return logits[:, 1 + t].log_softmax(-1)[:, tokens[t]]
 
-        ref = Occlusion(f).attribute(feats[:, :, :n], sliding_window_shapes=(4, 2), strides=(4, 2), baselines=0.0)
+        ref = Occlusion(f).attribute(
+            feats[:, :, :n], sliding_window_shapes=(4, 2), strides=(4, 2), baselines=0.0
+        )
         torch.testing.assert_close(ours[t], ref[0], rtol=1e-4, atol=1e-5)
 
 
@@ -96,8 +124,10 @@ def test_bad_methods_and_scores(llama, whisper):
     with pytest.raises(InterpError, match="Unknown saliency score"):
         text_target(llama, torch.tensor([[1, 2, 3, 4]]), 3, score="energy").forward(target.inputs)
     with pytest.raises(InterpError, match="window"):
-        attribute(speech_target(whisper, torch.zeros(1, 8, 40), torch.tensor([3]), torch.tensor([1]), 4),
-                  SaliencyConfig(method="occlusion", window=(9, 2)))
+        attribute(
+            speech_target(whisper, torch.zeros(1, 8, 40), torch.tensor([3]), torch.tensor([1]), 4),
+            SaliencyConfig(method="occlusion", window=(9, 2)),
+        )
 
 
 @pytest.mark.fast
@@ -127,7 +157,9 @@ def test_text_attention_rows_sum_to_one_and_match_eager(llama):
     ids = torch.tensor([[5, 9, 3, 17, 33] + r.token_ids])
     eager = torch.stack(_eager(llama)(ids, output_attentions=True).attentions)[:, 0, :, p - 1 : -1]
     torch.testing.assert_close(r.input_mass, eager[..., :p].sum(-1), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(r.attention, eager[..., :p] / eager[..., :p].sum(-1, keepdim=True), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        r.attention, eager[..., :p] / eager[..., :p].sum(-1, keepdim=True), rtol=1e-4, atol=1e-5
+    )
 
 
 class _Features:
@@ -136,25 +168,49 @@ class _Features:
     def __call__(self, wave, sampling_rate, return_tensors):
         from types import SimpleNamespace
 
-        return SimpleNamespace(input_features=torch.randn(1, 8, 40, generator=torch.Generator().manual_seed(2)))
+        return SimpleNamespace(
+            input_features=torch.randn(1, 8, 40, generator=torch.Generator().manual_seed(2))
+        )
 
 
 @pytest.mark.fast
 def test_cross_attention_rows_cut_to_real_frames_match_eager(whisper):
-    for key, value in dict(decoder_start_token_id=1, no_timestamps_token_id=4, eos_token_id=2, suppress_tokens=[0, 1, 2, 4],
-                           begin_suppress_tokens=None, max_length=16).items():
+    for key, value in {
+        "decoder_start_token_id": 1,
+        "no_timestamps_token_id": 4,
+        "eos_token_id": 2,
+        "suppress_tokens": [0, 1, 2, 4],
+        "begin_suppress_tokens": None,
+        "max_length": 16,
+    }.items():
         setattr(whisper.generation_config, key, value)
     wave = np.zeros(160 * 13, np.float32)  # 13 frames -> 14 -> 7 encoder positions
-    r = explain_speech(whisper, wave, tokenizer=_Tok(), feature_extractor=_Features(), max_new_tokens=3,
-                       config=SaliencyConfig(method="integrated_gradients", n_steps=4))
+    r = explain_speech(
+        whisper,
+        wave,
+        tokenizer=_Tok(),
+        feature_extractor=_Features(),
+        max_new_tokens=3,
+        config=SaliencyConfig(method="integrated_gradients", n_steps=4),
+    )
     steps = len(r.tokens)
     assert r.attention.shape == (2, 2, steps, 7) and r.saliency.shape == (steps, 7)
     torch.testing.assert_close(r.attention.sum(-1), torch.ones(2, 2, steps))
     dec = torch.tensor([[1, 4] + r.token_ids[:-1]])
-    out = _eager(whisper)(input_features=_Features()(None, 0, 0).input_features, decoder_input_ids=dec,
-                          output_attentions=True)
+    out = _eager(whisper)(
+        input_features=_Features()(None, 0, 0).input_features, decoder_input_ids=dec, output_attentions=True
+    )
     cross = torch.stack(out.cross_attentions)[:, 0, :, 1:, :7]
     torch.testing.assert_close(r.attention, cross / cross.sum(-1, keepdim=True), rtol=1e-4, atol=1e-5)
+    at_8k = explain_speech(
+        whisper,
+        np.zeros(80 * 13, np.float32),
+        rate=8_000,
+        tokenizer=_Tok(),
+        feature_extractor=_Features(),
+        max_new_tokens=1,
+    )  # resampled to 13 frames
+    assert at_8k.saliency.shape == (1, 7)
 
 
 class _Tok:
@@ -195,15 +251,26 @@ def test_cli_on_smollm2_writes_table_and_figures(smollm2, tmp_path):
     from interp.analyze.saliency_cli import add_saliency_arguments, run
 
     parser = add_saliency_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["smollm2", "--input", "The chemical symbol for gold is", "--max-new-tokens", "2",
-                              "--out", str(tmp_path)])
+    args = parser.parse_args(
+        [
+            "smollm2",
+            "--input",
+            "The chemical symbol for gold is",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     doc = run(args, model=smollm2)
     assert doc["n_tokens"] == 2 and len(doc["pearson_by_head"]) == 30 and len(doc["pearson_by_head"][0]) == 9
     assert {"all_heads", "layer 0", "layer 29"} <= set(doc["agreement"])
     assert json.loads((tmp_path / "agreement.json").read_text())["method"] == "input_x_gradient"
     assert (tmp_path / "heads.html").stat().st_size > 1000 and (tmp_path / "token.html").exists()
     with pytest.raises(InterpError, match="is audio but"):
-        run(parser.parse_args(["smollm2", "--input", str(SPEECH / "meeting.wav"), "--out", str(tmp_path)]),
-            model=smollm2)
+        run(
+            parser.parse_args(["smollm2", "--input", str(SPEECH / "meeting.wav"), "--out", str(tmp_path)]),
+            model=smollm2,
+        )
     with pytest.raises(SystemExit):
         parser.parse_args(["smollm2", "--input", "x", "--method", "lime"])

@@ -31,7 +31,7 @@ def slice_hook(module, heads, value=None, output=False):
     def edit(t):
         t = t.clone()
         for h in heads:
-            t[..., h * D:(h + 1) * D] = 0 if value is None else value[h]
+            t[..., h * D : (h + 1) * D] = 0 if value is None else value[h]
         return t
 
     if output:
@@ -154,21 +154,15 @@ def test_nests_inside_another_capture_and_composes(model, batch):
 
 
 def test_bad_input(model, batch):
-    with pytest.raises(IndexOutOfRangeError, match="head"):
-        with ablate(model, [(0, 4)]):
-            pass
-    with pytest.raises(IndexOutOfRangeError, match="layer"):
-        with ablate(model, [(2, 0)]):
-            pass
-    with pytest.raises(InterpError, match="mode"):
-        with ablate(model, [(0, 0)], mode="scramble"):
-            pass
-    with pytest.raises(InterpError, match="phase"):
-        with ablate(model, [(0, 0)], phase="later"):
-            pass
-    with pytest.raises(InterpError, match="mean_z"):
-        with ablate(model, [(0, 0)], mode="mean"):
-            pass
-    with pytest.raises(InterpError, match="pairs"):
-        with ablate(model, [3]):
-            pass
+    with pytest.raises(IndexOutOfRangeError, match="head"), ablate(model, [(0, 4)]):
+        pass
+    with pytest.raises(IndexOutOfRangeError, match="layer"), ablate(model, [(2, 0)]):
+        pass
+    with pytest.raises(InterpError, match="mode"), ablate(model, [(0, 0)], mode="scramble"):
+        pass
+    with pytest.raises(InterpError, match="phase"), ablate(model, [(0, 0)], phase="later"):
+        pass
+    with pytest.raises(InterpError, match="mean_z"), ablate(model, [(0, 0)], mode="mean"):
+        pass
+    with pytest.raises(InterpError, match="pairs"), ablate(model, [3]):
+        pass

@@ -16,11 +16,15 @@ SPEECH = Path(__file__).parents[2] / "data" / "speech"
 
 # ----------------------------------------------------------------------------- a CTranslate2 writer (test side)
 
+
 def _ct2_variables(sd: dict[str, torch.Tensor], n_enc: int, n_dec: int, heads: int) -> dict[str, np.ndarray]:
     """HF Whisper weights laid out as CTranslate2's WhisperSpec stores them (fused projections)."""
     f16 = {k: v.detach().half().numpy() for k, v in sd.items()}
-    out = {"decoder/num_heads": np.array(heads, np.int16), "encoder/num_heads": np.array(heads, np.int16),
-           "decoder/pre_norm": np.array(1, np.int8)}
+    out = {
+        "decoder/num_heads": np.array(heads, np.int16),
+        "encoder/num_heads": np.array(heads, np.int16),
+        "decoder/pre_norm": np.array(1, np.int8),
+    }
 
     def lin(ct, hf, bias=True):
         out[f"{ct}/weight"] = f16[f"{hf}.weight"]
@@ -32,8 +36,12 @@ def _ct2_variables(sd: dict[str, torch.Tensor], n_enc: int, n_dec: int, heads: i
 
     def fused(ct, hf, names):
         out[f"{ct}/weight"] = np.concatenate([f16[f"{hf}.{n}.weight"] for n in names])
-        out[f"{ct}/bias"] = np.concatenate([f16[f"{hf}.{n}.bias"] if n != "k_proj"
-                                            else np.zeros_like(f16[f"{hf}.v_proj.bias"]) for n in names])
+        out[f"{ct}/bias"] = np.concatenate(
+            [
+                f16[f"{hf}.{n}.bias"] if n != "k_proj" else np.zeros_like(f16[f"{hf}.v_proj.bias"])
+                for n in names
+            ]
+        )
 
     for i in (1, 2):
         lin(f"encoder/conv{i}", f"model.encoder.conv{i}")
@@ -58,19 +66,35 @@ def _ct2_variables(sd: dict[str, torch.Tensor], n_enc: int, n_dec: int, heads: i
     return out
 
 
-def _write_ct2(path: Path, variables: dict[str, np.ndarray], aliases: dict[str, str], version: int = 6) -> None:
-    dtype_id = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
-                np.dtype(np.float16): 4}
+def _write_ct2(
+    path: Path, variables: dict[str, np.ndarray], aliases: dict[str, str], version: int = 6
+) -> None:
+    dtype_id = {
+        np.dtype(np.float32): 0,
+        np.dtype(np.int8): 1,
+        np.dtype(np.int16): 2,
+        np.dtype(np.int32): 3,
+        np.dtype(np.float16): 4,
+    }
 
     def string(text):
         raw = text.encode() + b"\0"
         return struct.pack("<H", len(raw)) + raw
 
-    parts = [struct.pack("<I", version), string("WhisperSpec"), struct.pack("<I", 3),
-             struct.pack("<I", len(variables))]
+    parts = [
+        struct.pack("<I", version),
+        string("WhisperSpec"),
+        struct.pack("<I", 3),
+        struct.pack("<I", len(variables)),
+    ]
     for name, value in sorted(variables.items()):
-        parts += [string(name), struct.pack("<B", value.ndim), *(struct.pack("<I", d) for d in value.shape),
-                  struct.pack("<BI", dtype_id[value.dtype], value.nbytes), value.tobytes()]
+        parts += [
+            string(name),
+            struct.pack("<B", value.ndim),
+            *(struct.pack("<I", d) for d in value.shape),
+            struct.pack("<BI", dtype_id[value.dtype], value.nbytes),
+            value.tobytes(),
+        ]
     parts.append(struct.pack("<I", len(aliases)))
     for alias, target in aliases.items():
         parts += [string(alias), string(target)]
@@ -82,14 +106,31 @@ def tiny_ct2(tmp_path_factory):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=70, num_mel_bins=8, d_model=24, encoder_layers=2, decoder_layers=3,
-                        encoder_attention_heads=3, decoder_attention_heads=3, encoder_ffn_dim=40, decoder_ffn_dim=40,
-                        max_source_positions=12, max_target_positions=10, pad_token_id=0, bos_token_id=1,
-                        eos_token_id=2, decoder_start_token_id=1)
+    cfg = WhisperConfig(
+        vocab_size=70,
+        num_mel_bins=8,
+        d_model=24,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=3,
+        decoder_attention_heads=3,
+        encoder_ffn_dim=40,
+        decoder_ffn_dim=40,
+        max_source_positions=12,
+        max_target_positions=10,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     hf = WhisperForConditionalGeneration(cfg).eval()
     hf = hf.half().float()  # the file stores float16: compare against the same rounding
     path = tmp_path_factory.mktemp("ct2") / "model.bin"
-    _write_ct2(path, _ct2_variables(hf.state_dict(), 2, 3, 3), {"decoder/projection/weight": "decoder/embeddings/weight"})
+    _write_ct2(
+        path,
+        _ct2_variables(hf.state_dict(), 2, 3, 3),
+        {"decoder/projection/weight": "decoder/embeddings/weight"},
+    )
     return hf, path
 
 
@@ -98,14 +139,18 @@ def test_ct2_round_trip_reproduces_logits(tiny_ct2):
     hf, path = tiny_ct2
     ct2 = read_ct2(path)
     assert (ct2.spec, ct2.revision) == ("WhisperSpec", 3)
-    special = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0, decoder_start_token_id=1)
+    special = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "decoder_start_token_id": 1}
     ours = build_whisper(ct2, {"alignment_heads": [[1, 2]], "special_ids": special})
     assert ours.config.encoder_layers == 2 and ours.config.decoder_layers == 3 and ours.config.d_model == 24
     assert ours.proj_out.weight.data_ptr() == ours.model.decoder.embed_tokens.weight.data_ptr()  # tied
     feats, dec = torch.randn(1, 8, 24), torch.tensor([[1, 5, 9, 33]])
     with torch.no_grad():
-        torch.testing.assert_close(ours(input_features=feats, decoder_input_ids=dec).logits,
-                                   hf(input_features=feats, decoder_input_ids=dec).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            ours(input_features=feats, decoder_input_ids=dec).logits,
+            hf(input_features=feats, decoder_input_ids=dec).logits,
+            rtol=1e-5,
+            atol=1e-5,
+        )
     assert ours.generation_config.alignment_heads == [[1, 2]]
 
 
@@ -132,6 +177,7 @@ def test_cached_copy_is_used_without_download(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the real model
 
+
 @pytest.fixture(scope="module")
 def whisper_tiny():
     from interp.models.whisper_ct2 import load_whisper_tiny_en
@@ -157,7 +203,10 @@ def test_transcripts_of_synthesised_speech(whisper_tiny):
     assert sum(p.numel() for p in model.parameters()) == 37_760_256
     refs = json.loads((SPEECH / "transcripts.json").read_text())
     hyps = transcribe(model, tokenizer, features, [load_wav(SPEECH / f) for f in refs])
-    assert hyps[list(refs).index("meeting.wav")] == "Please schedule the project meeting for next Tuesday afternoon."
+    assert (
+        hyps[list(refs).index("meeting.wav")]
+        == "Please schedule the project meeting for next Tuesday afternoon."
+    )
     errors = sum(word_error_rate(r, h) * len(normalize_text(r)) for r, h in zip(refs.values(), hyps))
     wer = errors / sum(len(normalize_text(r)) for r in refs.values())
     print(f"WER over {len(refs)} espeak-ng clips: {wer:.3f}")
@@ -175,7 +224,9 @@ def test_cross_attention_is_captured_like_any_attention(whisper_tiny):
 
     model, tokenizer, features = whisper_tiny
     m = Model(model, tokenizer, adapter_for(model), "whisper-tiny.en", extras={"feature_extractor": features})
-    feats = features(load_wav(SPEECH / "report.wav"), sampling_rate=16_000, return_tensors="pt").input_features
+    feats = features(
+        load_wav(SPEECH / "report.wav"), sampling_rate=16_000, return_tensors="pt"
+    ).input_features
     dec = torch.tensor([[50257, 50362, 8734, 262]])
     with interp.capture(m, patterns=Patterns(stack="cross")) as rec:
         m.hf(input_features=feats, decoder_input_ids=dec)
@@ -183,7 +234,9 @@ def test_cross_attention_is_captured_like_any_attention(whisper_tiny):
     model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            eager = model(input_features=feats, decoder_input_ids=dec, output_attentions=True).cross_attentions
+            eager = model(
+                input_features=feats, decoder_input_ids=dec, output_attentions=True
+            ).cross_attentions
     finally:
         model.set_attn_implementation(previous)
     for layer in range(4):

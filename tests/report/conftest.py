@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scan"))
-from tiny_scan import SMALL, save_tiny  # noqa: E402
+from tiny_scan import SMALL, save_tiny
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,21 @@
 """Needle-in-a-haystack prompts: token-exact placement, spans, padding and clear errors."""
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from interp.errors import InterpError, PromptTooLongError
-from interp.tasks.niah import (DEFAULT_HAYSTACK, HELDOUT_TEXT, NEEDLES, HaystackNotFoundError, Needle, NeedleTooLongError,
-                               NiahConfig, batches, build_trials, rouge1_recall)
+from interp.tasks.niah import (
+    DEFAULT_HAYSTACK,
+    HELDOUT_TEXT,
+    NEEDLES,
+    HaystackNotFoundError,
+    Needle,
+    NeedleTooLongError,
+    NiahConfig,
+    batches,
+    build_trials,
+    rouge1_recall,
+)
 
 pytestmark = pytest.mark.fast
 
@@ -69,7 +78,7 @@ def test_left_padded_batches_shift_spans(trials):
             assert batch["attention_mask"][row, :pad].sum() == 0 and batch["attention_mask"][row, pad:].all()
             assert batch["input_ids"][row, pad:].tolist() == t.input_ids
             span = batch["answer_span"][row].tolist()
-            assert batch["input_ids"][row, span[0]:span[1]].tolist() == t.input_ids[slice(*t.answer_span)]
+            assert batch["input_ids"][row, span[0] : span[1]].tolist() == t.input_ids[slice(*t.answer_span)]
         seen += len(group)
     assert seen == len(trials)
 
