@@ -13,6 +13,7 @@ shared machine).
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time is comparable on a busy host)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="benchmarks/calibrate.json")
+    p.add_argument("--out", default="runs/bench-calibrate.json")
     p.add_argument("--one", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -89,6 +90,7 @@ def main() -> None:
         r["overhead_cpu"], r["overhead_wall"] = r["cpu_s"] / b["cpu_s"], r["wall_s"] / b["wall_s"]
         print(f"| {r['length']} | {r['mode']} | {r['cpu_s']:.2f} | {r['overhead_cpu']:.2f} | {r['wall_s']:.2f} | "
               f"{r['overhead_wall']:.2f} | {r['peak_extra_bytes'] / 1e6:.0f} |")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"heads": args.heads, "device": args.device, "rows": rows}, f, indent=1)
 

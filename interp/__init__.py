@@ -12,12 +12,14 @@ from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, 
                             capture)
 from interp.errors import InterpError
 from interp.intervene import ablate
+from interp.intervene.calibrate import Calibration, calibrate
 from interp.models import Adapter, Model, adapter_for, load
+from interp.scan import scan
 
 __version__ = "0.1.0"
 
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
     "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-    "ablate", "InterpError", "__version__",
+    "ablate", "calibrate", "Calibration", "scan", "InterpError", "__version__",
 ]

@@ -213,7 +213,7 @@ class Sweep:
     def mixing_data(self, layer: int, width: int) -> MixingData:
         probs = torch.zeros(len(self.pairs), width)
         probs[:, : self.n] = self.probs[self.layers.index(layer)]
-        t = lambda attr: torch.tensor([getattr(cf, attr) for cf in self.pairs])  # noqa: E731
+        t = lambda attr: torch.tensor([getattr(cf, attr) for cf in self.pairs])
         return MixingData(probs, torch.full((len(self.pairs),), self.n), t("positional"), t("lexical"),
                           t("reflexive"))
 
@@ -294,14 +294,15 @@ class BindingResult:
     def report(self) -> str:
         """Markdown: accuracy, read layer, shares (patched beside unpatched), by position, the fit."""
         lines = [f"### {self.config.template} / {self.config.format}", "", self.accuracy.table(), "",
-                 f"Binding read at layer {self.read_layer} (max positional + lexical share after patching).", "",
+                 (f"Binding read at layer {self.read_layer} (largest gain of the positional + lexical share "
+                  "over the unpatched labels)."), "",
                  "| n | prediction | " + " | ".join(LABELS) + " |", "|---|---|" + "---|" * len(LABELS)]
         for n, s in self.sweeps.items():
             for name, layer in (("patched", self.read_layer), ("unpatched", None)):
                 sh = s.shares(layer)
                 lines.append(f"| {n} | {name} | " + " | ".join(f"{sh[k]:.2f}" for k in LABELS) + " |")
-        lines += ["", "Positional / lexical / reflexive share by positional group p (unpatched positional share "
-                  "in brackets):", ""]
+        lines += ["", ("Positional / lexical / reflexive share by positional group p (unpatched positional share "
+                       "in brackets):"), ""]
         for n, s in self.sweeps.items():
             pat, base = s.by_position(self.read_layer), s.by_position(None)
             cells = [f"{a['positional']:.2f}/{a['lexical']:.2f}/{a['reflexive']:.2f} ({b['positional']:.2f})"
@@ -309,9 +310,9 @@ class BindingResult:
             lines.append(f"- n={n}: " + ", ".join(f"p{p}: {c}" for p, c in enumerate(cells)))
         if self.fit:
             h = self.fit["heldout"]
-            lines += ["", f"Mixing model at layer {self.fit['layer']}, held-out 1-JS ({self.fit['n_heldout']} prompts): "
-                      f"mixing {h['mixing']:.3f}, positional-only {h['positional_only']:.3f}, "
-                      f"uniform {h['uniform']:.3f}."]
+            lines += ["", (f"Mixing model at layer {self.fit['layer']}, held-out 1-JS ({self.fit['n_heldout']} "
+                           f"prompts): mixing {h['mixing']:.3f}, positional-only {h['positional_only']:.3f}, "
+                           f"uniform {h['uniform']:.3f}.")]
         return "\n".join(lines)
 
     def figures(self) -> dict:
@@ -324,16 +325,21 @@ def choose_read_layer(sweeps: dict[int, Sweep]) -> int:
     """The layer where patching moves the answer most through position or key identity.
 
     Late layers carry the counterfactual's answer itself (which reads as "reflexive"), early layers
-    carry nothing (no effect); binding is read where positional + lexical shares peak (earliest on ties).
+    carry nothing (no effect); binding is read where the positional + lexical share gains most over
+    the same labels on the unpatched prediction (earliest layer on ties).
     """
     layers = next(iter(sweeps.values())).layers
-    score = {layer: sum(s.shares(layer)["positional"] + s.shares(layer)["lexical"] for s in sweeps.values())
-             for layer in layers}
+
+    def gain(s: Sweep, layer: int) -> float:
+        patched, base = s.shares(layer), s.shares(None)
+        return patched["positional"] + patched["lexical"] - base["positional"] - base["lexical"]
+
+    score = {layer: sum(gain(s, layer) for s in sweeps.values()) for layer in layers}
     best = max(score.values())
-    return min(layer for layer in layers if score[layer] == best)
+    return min(layer for layer in layers if score[layer] >= best - 1e-9)
 
 
-def analyze_binding(model, tokenizer, config: BindingConfig = BindingConfig(), *,
+def analyze_binding(model, tokenizer, config: BindingConfig | None = None, *,
                     progress: bool = True) -> BindingResult:
     """Accuracy, layer sweep, per-position shares and the mixing-model fit for one template/format.
 
@@ -342,6 +348,7 @@ def analyze_binding(model, tokenizer, config: BindingConfig = BindingConfig(), *
     """
     from rich.progress import Progress
 
+    config = config or BindingConfig()
     hf = _hf(model)
     n_layers = len(decoder_layers(model))
     if config.layers == "auto":

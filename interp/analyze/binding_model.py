@@ -36,7 +36,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 
-__all__ = ["MixingData", "MixingModel", "js_divergence", "fit_mixing_model", "uniform_score"]
+__all__ = ["MixingData", "MixingModel", "fit_mixing_model", "js_divergence", "uniform_score"]
 
 Kind = Literal["full", "positional"]
 
@@ -55,7 +55,7 @@ class MixingData:
     def mask(self) -> Bool[Tensor, "batch group"]:
         return torch.arange(self.probs.shape[1])[None, :] < self.n[:, None]
 
-    def subset(self, index: Tensor) -> "MixingData":
+    def subset(self, index: Tensor) -> MixingData:
         return MixingData(self.probs[index], self.n[index], self.positional[index], self.lexical[index],
                           self.reflexive[index])
 

@@ -97,6 +97,35 @@ class Activations(_AttentionRecorder):
         if self.what not in ("q", "k", "v", "z"):
             raise ValueError(f"Activations(what={self.what!r}): choose one of 'q', 'k', 'v', 'z'.")
         self._cat_dim = 1 if self.what == "z" else 2
+        self._at_out_proj = False
+
+    def begin(self, model) -> None:
+        super().begin(model)
+        # Models with an output gate or sub-norm between attention and its projection (Qwen3-Next,
+        # BitNet, ...): `z` is what the projection receives, so read it there.
+        self._at_out_proj = self.what == "z" and model.adapter.stacks[self.stack].z_transform is not None
+
+    def wants(self, stack: str, layer: int) -> bool:
+        return not self._at_out_proj and super().wants(stack, layer)
+
+    def module_hooks(self, model) -> list:
+        if not self._at_out_proj:
+            return []
+        adapter = model.adapter
+        layers = self.layers if self.layers is not None else adapter.attention_layers(self.stack)
+
+        def hook_for(layer):
+            def hook(module, args, kwargs):
+                z = _first_arg(args, kwargs).unflatten(-1, (-1, adapter.head_dim))
+                z = z if self.heads is None else z[:, :, self.heads]
+                z = z.detach()
+                if self.dtype is not None or self.device is not None:
+                    z = z.to(device=self.device or z.device, dtype=self.dtype or z.dtype)
+                self.data.append(self.stack, layer, z)
+
+            return hook
+
+        return [(adapter.out_proj(layer, self.stack), "pre", hook_for(layer)) for layer in layers]
 
     def record(self, call: AttentionCall, z: HeadOutput) -> None:
         heads = self._head_index(call)
@@ -110,6 +139,10 @@ class Activations(_AttentionRecorder):
             if heads is not None:
                 heads = torch.unique(call.kv_head_of(heads))
         self._keep(call, t if heads is None else t[:, heads])
+
+
+def _first_arg(args, kwargs) -> Tensor:
+    return args[0] if args else next(iter(kwargs.values()))
 
 
 def _rows(rows: Rows, q_len: int) -> slice | list[int]:

@@ -68,7 +68,7 @@ class Stats(Probe):
     def record(self, call: AttentionCall, z: HeadOutput) -> None:
         chunk = chunk_rows(self.max_memory, batch=call.batch, heads=call.n_heads, k_len=call.k_len)
         rows, cols, _ = all_stats(
-            call.query, call.key, _effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
+            call.query, call.key, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
             softcap=call.softcap, spans=self._spans(call), top_k=self.top_k, columns=self.with_columns,
             chunk=chunk, backend=self.backend,
         )
@@ -122,7 +122,7 @@ def _first_real_key(call: AttentionCall) -> Tensor:
     return offset + seen.int().argmax(-1)
 
 
-def _effective_mask(call: AttentionCall) -> Tensor | None:
+def effective_mask(call: AttentionCall) -> Tensor | None:
     """The mask with T5-style `position_bias` folded in as an additive float mask."""
     if call.position_bias is None:
         return call.attention_mask

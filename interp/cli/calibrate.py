@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import interp
+from interp.errors import InterpError
 from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     cal = Calibration.load(args.calibration) if args.calibration else None
     manual = parse_heads(args.heads) if args.heads else None
     Calibration([], beta=args.beta, tau=args.tau)  # validates beta / tau early
+    if cal is None and manual is None and args.dev < 1:
+        raise InterpError("a head search needs --dev >= 1 examples; or pass --heads / --calibration.")
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
         model = interp.load(args.model, device=args.device)

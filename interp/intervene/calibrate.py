@@ -46,7 +46,7 @@ from interp.capture.budget import chunk_rows
 from interp.capture.call import AttentionCall
 from interp.capture.probe import Probe
 from interp.capture.session import Recording, capture
-from interp.capture.stats import _effective_mask
+from interp.capture.stats import effective_mask
 from interp.errors import InterpError
 from interp.kernels import all_stats
 from interp.kernels.reference import rows_per_chunk
@@ -168,7 +168,7 @@ class Calibrator(Probe):
         q = call.query[:, heads]
         k = call.key[:, call.kv_head_of(heads)]  # one kv head per calibrated query head
         chunk = chunk_rows(self.max_memory, batch=call.batch, heads=len(heads), k_len=call.k_len)
-        _, cols, _ = all_stats(q, k, _effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
+        _, cols, _ = all_stats(q, k, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
                                softcap=call.softcap, columns=True, chunk=chunk)
         sinks = cols.mean > self.tau  # [batch, head, key]; keys nobody sees have mean 0
         if self.exclude_first:

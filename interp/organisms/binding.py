@@ -1,12 +1,25 @@
 """The binding model organism: a tiny `LlamaForCausalLM` trained to solve the binding tasks.
 
 SmolLM2-135M barely binds beyond n = 3, and an analyzer only ever run on a model that cannot bind
-proves nothing. This module trains, on CPU in minutes and reproducibly (fixed seeds), a few-layer
-Llama with a word-level tokenizer on the plain-format prompts of `interp.tasks.binding` (all
-templates, n = 2..12 groups, up to 4 question/answer turns per context, loss on the answer tokens only) and saves it as a standard
-transformers checkpoint, so every part of `interp` applies to it unchanged.
+proves nothing. This module trains, on CPU and reproducibly (fixed seed, 1 thread), a 2-layer Llama
+(d_model 128, 8 heads, word-level tokenizer) on the plain-format prompts of `interp.tasks.binding`
+and saves it as a standard transformers checkpoint, so every part of `interp` applies to it unchanged.
 
-    python -m interp.organisms.binding --out data/binding_organism      # ~10 min on 2 CPU cores
+The recipe (`OrganismConfig` defaults; every choice below was measured, see docs/binding.md):
+- all four templates; each context is followed by one question turn per group (the first is
+  exactly the evaluation prompt), and a 4-d attention mask lets every turn see only the context and
+  itself, so a context yields n independent evaluation prompts and no turn can answer by eliminating
+  the answers of earlier turns (with plain causal turns the model learned exactly that shortcut and
+  stayed at chance on the first question); loss on the answer tokens only;
+- curriculum: n = 2 only until the running answer accuracy passes 0.85, then n = 2..12 in one jump
+  (widening 2 at a time stalled on a solution that only handles n <= 3);
+- AdamW lr 2e-3, 100 warmup steps, cosine decay to 5%, batch 32 contexts, 4000 steps.
+
+    python -m interp.organisms.binding --out data/binding_organism
+    python -m interp.organisms.binding --out /tmp/try --set lr=0.001 --set n_heads=4   # variants
+
+Measured: 0.14 s per step at n = 2 and ~0.4 s per step at n = 2..12 on the shared 2-core box
+(1 thread, load average ~10). STATUS_LINE
 
 Load it like any model:
 
@@ -20,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -38,20 +52,24 @@ SPECIALS = ("<pad>", "<unk>", "<eos>")
 class OrganismConfig:
     """Architecture and training recipe (every number that decides the result is here)."""
 
-    d_model: int = 64
-    n_layers: int = 3
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    d_mlp: int = 128
-    steps: int = 3000
+    d_model: int = 128
+    n_layers: int = 2  # an induction-style lookup needs two
+    n_heads: int = 8
+    n_kv_heads: int = 8
+    d_mlp: int = 256
+    steps: int = 4000
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.01
     min_groups: int = 2
     max_groups: int = 12
+    start_groups: int = 2  # curriculum: n = min_groups..start_groups until the model answers them
+    widen_at: float = 0.85  # ... then widen the range by `widen_by` whenever the running answer accuracy passes this
+    widen_by: int = 10  # (one jump to 2..12: widening by 2 at a time got stuck on a solution for n <= 3 only)
     checkpoint_every: int = 250
-    max_questions: int = 4  # question/answer turns per training context (evaluation uses one)
+    lm_weight: float = 0.0  # weight of an auxiliary next-token loss on every other token (context and questions)
+    max_questions: int = 0  # question/answer turns per context; 0 = every group once (denser signal)
     seed: int = 0
     tie_embeddings: bool = True
     threads: int = 1  # more threads on a shared 2-core box made each step 4x SLOWER (measured)
@@ -84,40 +102,62 @@ def build_model(cfg: OrganismConfig, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
-def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.Random) -> tuple[list[int], list[int]]:
-    """Token ids of one context followed by `questions` question/answer turns, and the label per position.
+def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.Random, *, turns: bool = False):
+    """Token ids of one context followed by `questions` question turns, and the label per position.
 
-    The first turn is exactly the evaluation prompt (`BindingTask.sample`) plus its answer; further
-    turns ask about other groups of the same context (more supervised answers per token computed).
-    The word-level tokenizer is compositional over whitespace, so pieces are encoded separately.
+    The first turn is exactly the evaluation prompt (`BindingTask.sample`); further turns ask about
+    other (distinct while `questions <= n`) groups of the same context. Each turn ends at the answer's
+    lead-in, labelled with the answer; answers are never part of the input. With `turns=True` the turn
+    index of every token (0 = context) comes third: training masks attention so that each turn sees
+    only the context and itself (n independent evaluation prompts sharing one context, so no turn can
+    answer by elimination of earlier answers). The word-level tokenizer is compositional over
+    whitespace, so pieces are encoded separately.
     """
     prompt = task.sample(n, rng=rng)
     context = prompt.text[: prompt.text.index("\nQuestion:")]
     ids = tokenizer(context, add_special_tokens=False).input_ids
     labels = [-100] * len(ids)
-    for j, q in enumerate([prompt.query] + [rng.randrange(n) for _ in range(questions - 1)]):
-        turn = task.render(BindingPrompt(prompt.template, prompt.keys, prompt.answers, q)).text[len(context):]
-        piece = tokenizer(turn, add_special_tokens=False).input_ids
+    turn = [0] * len(ids)
+    others = [g for g in range(n) if g != prompt.query]
+    rng.shuffle(others)
+    queries = [prompt.query] + (others * (1 + questions // n))[: questions - 1]  # distinct while questions <= n
+    for j, q in enumerate(queries, 1):
+        text = task.render(BindingPrompt(prompt.template, prompt.keys, prompt.answers, q)).text[len(context):]
+        piece = tokenizer(text, add_special_tokens=False).input_ids
         ids += piece
         labels += [-100] * (len(piece) - 1) + [tokenizer.convert_tokens_to_ids(prompt.answers[q])]
-        ids.append(labels[-1])
-        labels.append(-100)
-    return ids[:-1], labels[:-1]  # the last answer token is only a label
+        turn += [j] * len(piece)
+    return (ids, labels, turn) if turns else (ids, labels)
 
 
-def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random):
-    """A left-padded batch: input ids, attention mask and labels (-100 except before each answer)."""
-    rows = [_example(rng.choice(tasks), tokenizer, rng.randint(cfg.min_groups, cfg.max_groups),
-                     rng.randint(1, cfg.max_questions), rng) for _ in range(cfg.batch_size)]
-    width = max(len(ids) for ids, _ in rows)
+def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random, max_groups: int):
+    """A left-padded batch: input ids, 4-d attention mask, position ids and labels (-100 except before answers).
+
+    Token i attends to token j <= i when j is in the context or in i's own question turn; positions
+    restart after the context in every turn, so each turn is exactly an evaluation prompt.
+    """
+    rows = []
+    for _ in range(cfg.batch_size):
+        n = rng.randint(cfg.min_groups, max_groups)
+        questions = n if cfg.max_questions <= 0 else rng.randint(1, cfg.max_questions)
+        rows.append(_example(rng.choice(tasks), tokenizer, n, questions, rng, turns=True))
+    width = max(len(ids) for ids, _, _ in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    turn = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 = padding
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (row, lab) in enumerate(rows):
+    for i, (row, lab, seg) in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
+        turn[i, width - len(row):] = torch.tensor(seg)
         labels[i, width - len(row):] = torch.tensor(lab)
-    return ids, mask, labels
+    ctx = turn == 0
+    pos = torch.where(turn >= 0, ctx.cumsum(-1) - 1, 0)  # context positions 0..L-1
+    for j in range(1, int(turn.max()) + 1):
+        here = turn == j
+        pos = torch.where(here, ctx.sum(-1, keepdim=True) + here.cumsum(-1) - 1, pos)
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    see = (turn[:, None, :] == 0) | (turn[:, None, :] == turn[:, :, None])  # [batch, query, key]
+    mask = (causal & see & (turn[:, None, :] >= 0)) | torch.eye(width, dtype=torch.bool)  # pads see themselves
+    return ids, mask[:, None], pos, labels
 
 
 def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True):
@@ -131,26 +171,42 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
     model = build_model(cfg, len(tokenizer))
     tasks = [BindingTask(name, tokenizer) for name in TEMPLATES]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.05, 1 - s / cfg.steps))
-    log, start, ema = {"loss": []}, time.time(), None
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, cosine decay to 5%
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
+    log, start, ema, ema_acc = {"loss": [], "widen": []}, time.time(), None, 0.0
+    groups = min(cfg.start_groups, cfg.max_groups) if cfg.start_groups else cfg.max_groups
     model.train()
     with Progress(disable=not progress) as bar:
         job = bar.add_task("training binding organism", total=cfg.steps)
         for step in range(cfg.steps):
-            ids, mask, labels = _batch(tasks, tokenizer, cfg, rng)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+            ids, mask, pos, labels = _batch(tasks, tokenizer, cfg, rng, groups)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+            if cfg.lm_weight:  # next token of the same turn (or of the context / first turn) everywhere else
+                nxt = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+                real = (ids != 0) & (nxt != 0) & (labels == -100)  # not padding, not an answer position
+                lm = torch.where(real, nxt, -100)
+                loss = loss + cfg.lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1), lm.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            with torch.no_grad():
+                sup = labels != -100
+                acc = (logits.argmax(-1)[sup] == labels[sup]).float().mean().item()
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            ema_acc = 0.95 * ema_acc + 0.05 * acc
+            if groups < cfg.max_groups and ema_acc > cfg.widen_at:  # curriculum: widen the range of n
+                groups, ema_acc = min(cfg.max_groups, groups + cfg.widen_by), 0.0
+                log["widen"].append((step, groups))
+                if not progress:
+                    print(f"step {step}: n = {cfg.min_groups}..{groups}", flush=True)
             if step % 50 == 0 or step == cfg.steps - 1:
-                log["loss"].append((step, round(ema, 4)))
-                if not progress and step % 100 == 0:
-                    print(f"step {step} loss {ema:.3f} ({time.time() - start:.0f} s)", flush=True)
+                log["loss"].append((step, round(ema, 4), round(ema_acc, 3), groups))
+                if not progress and step % 50 == 0:
+                    print(f"step {step} loss {ema:.3f} acc {ema_acc:.3f} n<={groups} ({time.time() - start:.0f} s)",
+                          flush=True)
             if out is not None and cfg.checkpoint_every and step and step % cfg.checkpoint_every == 0:
                 log["train_seconds"] = round(time.time() - start, 1)
                 save(model, tokenizer, cfg, log, Path(out))  # resumable inspection of a long run

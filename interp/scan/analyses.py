@@ -11,10 +11,11 @@ from interp.scan.registry import AnalysisResult, Context, Metric, register
 
 _HEAD_ROLES = {
     "previous_token": ("previous-token head", "attention on the previous token (repeated random tokens)", 0.4),
-    "duplicate_token": ("duplicate-token head", "attention on earlier copies of the current token "
-                                                "(random tokens)", 0.4),
-    "induction": ("induction head", "attention on the token after an earlier copy of the current token "
-                                    "(second half of repeated random tokens)", 0.4),
+    "duplicate_token": ("duplicate-token head",
+                        ("attention on earlier copies of the current token (random tokens)"), 0.4),
+    "induction": ("induction head",
+                  ("attention on the token after an earlier copy of the current token "
+                   "(second half of repeated random tokens)"), 0.4),
     "previous_token_text": ("previous-token head (text)", "previous-token score on natural text", 0.4),
     "duplicate_token_text": ("duplicate-token head (text)", "duplicate-token score on natural text", 0.4),
     "induction_text": ("induction head (text)", "induction score on natural text", 0.4),

@@ -50,8 +50,17 @@ from torch import Tensor
 from interp.errors import InterpError
 
 __all__ = [
-    "Template", "TEMPLATES", "FORMATS", "BindingPrompt", "Counterfactual", "BindingTask",
-    "TokenizedPrompts", "tokenize_prompts", "accuracy", "AccuracyReport", "vocabulary",
+    "FORMATS",
+    "TEMPLATES",
+    "AccuracyReport",
+    "BindingPrompt",
+    "BindingTask",
+    "Counterfactual",
+    "Template",
+    "TokenizedPrompts",
+    "accuracy",
+    "tokenize_prompts",
+    "vocabulary",
 ]
 
 _OBJECTS = ("apple", "pen", "book", "key", "coin", "ring", "cup", "hat", "shoe", "ball", "clock", "lamp",

@@ -7,11 +7,24 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from interp.analyze.binding import (BindingConfig, Sweep, analyze_binding, patched_logits, patched_logits_nnsight,
-                                    residual_patch, residuals)
+from interp.analyze.binding import (
+    BindingConfig,
+    Sweep,
+    analyze_binding,
+    patched_logits,
+    patched_logits_nnsight,
+    residual_patch,
+    residuals,
+)
 from interp.analyze.binding_cli import add_binding_arguments
+from interp.analyze.binding_model import (
+    MixingData,
+    MixingModel,
+    fit_mixing_model,
+    js_divergence,
+    uniform_score,
+)
 from interp.capture import Patch, capture
-from interp.analyze.binding_model import MixingData, MixingModel, fit_mixing_model, js_divergence, uniform_score
 from interp.errors import IndexOutOfRangeError, InterpError
 from interp.organisms.binding import OrganismConfig, build_model, build_tokenizer
 from interp.tasks.binding import BindingTask, tokenize_prompts
@@ -195,3 +208,18 @@ def test_smollm2_patching_identity_counterfactual_and_nnsight(smollm2):
     with capture(smollm2, edits=edits):  # every layer's full residual from the counterfactual ...
         out = smollm2.hf(**orig).logits[:, -1]
     torch.testing.assert_close(out, cf_logits, atol=1e-3, rtol=0)  # ... gives the counterfactual's output
+
+
+@pytest.mark.fast
+def test_read_layer_is_the_largest_gain_over_the_unpatched_labels():
+    from interp.analyze.binding import choose_read_layer
+
+    task = BindingTask("boxes")
+    pairs = [task.counterfactual(4, rng=random.Random(i)) for i in range(4)]
+    onehot = lambda groups: torch.nn.functional.one_hot(torch.tensor(groups), 4).float()
+    base = onehot([p.original.query for p in pairs])  # unpatched: always the original answer
+    probs = torch.stack([base,  # layer 0: no effect
+                         onehot([p.positional for p in pairs[:2]] + [p.original.query for p in pairs[2:]]),
+                         onehot([p.positional for p in pairs]),  # layer 2: fully positional
+                         onehot([p.reflexive for p in pairs])])  # layer 3: the counterfactual's answer
+    assert choose_read_layer({4: Sweep(4, [0, 1, 2, 3], pairs, probs, base, base)}) == 2

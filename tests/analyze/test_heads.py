@@ -128,10 +128,10 @@ def test_detectors_agree_with_transformer_lens_head_detector(smollm2_tl):
         theirs = detect_head(bridge, text, tl_name, cache=cache).float()
         mine = ours.means()[ours_name]
         rescaled = mine * ours.rows[ours_name][0].item() / n
-        torch.testing.assert_close(rescaled, theirs, atol=2e-3, rtol=1e-2)
+        torch.testing.assert_close(rescaled, theirs, atol=1e-5, rtol=1e-4)  # measured: <= 6e-8
         top_ours = set(mine.flatten().topk(10).indices.tolist())
         top_theirs = set(theirs.flatten().topk(10).indices.tolist())
-        assert len(top_ours & top_theirs) >= 8, (ours_name, top_ours, top_theirs)
+        assert len(top_ours & top_theirs) >= 9, (ours_name, top_ours, top_theirs)  # measured: 10/10 (ties may swap)
 
 
 @pytest.mark.fast

@@ -18,7 +18,8 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 import interp
 from interp.capture import Patterns
 from interp.errors import IndexOutOfRangeError
-from interp.intervene.calibrate import Calibration, CalibrationError, calibrate, parse_heads, rebalance
+from interp.intervene.calibrate import (Calibration, CalibrationError, calibrate, model_identity, parse_heads,
+                                        rebalance)
 
 pytestmark = pytest.mark.fast
 
@@ -188,7 +189,7 @@ def test_decoding_without_prefill_is_an_error(spiky):
 def test_save_load_roundtrip_and_reapply(tmp_path, spiky):
     model = interp.models.as_model(spiky)
     cal = Calibration([(1, 0), (0, 2)], beta=0.25, tau=0.2,
-                      model=interp.intervene.calibrate.model_identity(model), meta={"task": "unit"})
+                      model=model_identity(model), meta={"task": "unit"})
     path = cal.save(tmp_path / "cal.json")
     loaded = Calibration.load(path)
     assert loaded == cal and json.loads(path.read_text())["rule"] == "prefill"

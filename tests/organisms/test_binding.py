@@ -6,7 +6,14 @@ import re
 import pytest
 import torch
 
-from interp.organisms.binding import DEFAULT_DIR, OrganismConfig, _example, build_tokenizer, load_organism, train
+from interp.organisms.binding import (
+    DEFAULT_DIR,
+    OrganismConfig,
+    _example,
+    build_tokenizer,
+    load_organism,
+    train,
+)
 from interp.tasks.binding import TEMPLATES, BindingTask, tokenize_prompts
 
 pytestmark = pytest.mark.fast

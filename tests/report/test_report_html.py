@@ -36,7 +36,7 @@ def test_top_heads_are_the_highest_scores(tiny_scan_dir):
 def test_heatmap_has_one_trace_per_metric_primary_first(tiny_scan_dir):
     result = load_scan(tiny_scan_dir)["analyses"]["heads"]
     fig = heatmap("heads", result)
-    assert [t.name for t in fig.data][0] == result["primary"] and len(fig.data) == len(result["metrics"])
+    assert fig.data[0].name == result["primary"] and len(fig.data) == len(result["metrics"])
     assert [t.visible for t in fig.data].count(True) == 1
 
 

@@ -1,5 +1,10 @@
+import sys
+from pathlib import Path
+
 import pytest
-from tiny_scan import save_tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_scan.py (pytest runs with --import-mode=importlib)
+from tiny_scan import save_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")

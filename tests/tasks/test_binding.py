@@ -8,7 +8,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.organisms.binding import build_tokenizer
-from interp.tasks.binding import (TEMPLATES, BindingTask, accuracy, tokenize_prompts)
+from interp.tasks.binding import TEMPLATES, BindingTask, accuracy, tokenize_prompts
 
 pytestmark = pytest.mark.fast
 

@@ -62,6 +62,8 @@ def test_bad_input(tmp_path, capsys):
     assert "unknown few-shot task 'mnli'" in capsys.readouterr().err
     assert main(["calibrate", "smollm2", "--task", "sst2", "--beta", "1.5"]) == 2
     assert "beta=1.5 is outside [0, 1]" in capsys.readouterr().err
+    assert main(["calibrate", "smollm2", "--task", "sst2", "--dev", "0"]) == 2
+    assert "--dev >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -89,7 +91,7 @@ def test_cli_end_to_end_with_fixed_heads(tmp_path, shared_data, capsys):
     assert lo <= report["uncalibrated"]["accuracy"] <= hi
     saved = json.loads((tmp_path / "calibration.json").read_text())
     assert saved["model"]["n_heads"] == 9 and saved["rule"] == "prefill"
-    assert main(args[:8] + ["--calibration", str(tmp_path / "calibration.json"), "--data",
+    assert main(args[:10] + ["--calibration", str(tmp_path / "calibration.json"), "--data",
                             str(shared_data / "fewshot"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["calibrated"] == report["calibrated"]
