@@ -4,7 +4,8 @@ While a capture is active the model runs with `attn_implementation="interp"`. Fo
 layer this function asks the active captures which probes want the layer:
 
 - none: plain `sdpa_attention_forward` — an idle layer costs nothing;
-- recorders only: SDPA output, then each recorder reads what it needs from the `AttentionCall`;
+- recorders only: SDPA output (or the output a probe computes itself, as `Stats` does in the same
+  pass as its statistics), then each recorder reads what it needs from the `AttentionCall`;
 - weight editors: the edited heads are recomputed exactly (eager math, fp32 softmax), edited, and
   their output replaces SDPA's; `z` editors then change the per-head output.
 
@@ -63,14 +64,16 @@ def interp_attention(
 
     editors = [(p, p.edited_heads(call)) for p in probes]
     editors = [(p, h) for p, h in editors if h is not None and len(h)]
-    if softcap is not None:
+    z = next((out for p in probes if (out := p.attention_output(call)) is not None), None)
+    if z is None and softcap is not None:
         z = _exact_output(call, torch.arange(call.n_heads, device=query.device), editors)
-    else:
+        editors = []
+    elif z is None:
         z = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                    **kwargs)[0]
-        if editors:
-            heads = torch.unique(torch.cat([h.to(query.device) for _, h in editors]))
-            z[:, :, heads] = _exact_output(call, heads, editors)
+    if editors:
+        heads = torch.unique(torch.cat([h.to(query.device) for _, h in editors]))
+        z[:, :, heads] = _exact_output(call, heads, editors)
     for probe in probes:
         z = probe.edit_z(call, z)
     for probe in probes:

@@ -4,6 +4,7 @@ A probe is a small object the engine calls at fixed sites of every forward pass:
 
 | site                 | method                      | used by                                  |
 |----------------------|-----------------------------|------------------------------------------|
+| attention output     | `attention_output(call)`    | streaming statistics fused with the output |
 | attention weights    | `edit_weights(call, w, heads)` | uniform ablation, ACT calibration     |
 | per-head output `z`  | `edit_z(call, z)`           | zero / mean ablation                     |
 | after attention      | `record(call, z)`           | patterns, q/k/v, z, streaming statistics |
@@ -40,6 +41,10 @@ class Probe:
     def wants(self, stack: str, layer: int) -> bool:
         """Whether this probe needs the attention call of (`stack`, `layer`)."""
         return False
+
+    def attention_output(self, call: AttentionCall) -> HeadOutput | None:
+        """Compute the layer's attention output yourself (e.g. fused with statistics), or None for SDPA."""
+        return None
 
     def edited_heads(self, call: AttentionCall) -> Tensor | None:
         """Query heads whose attention weights `edit_weights` will change at this call, or None."""

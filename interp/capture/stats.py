@@ -49,6 +49,7 @@ class Stats(Probe):
     backend: str = "auto"
     max_memory: int | str | None = None
     device: torch.device | str | None = None
+    fuse_output: bool = True  # compute the layer's output in the same pass (skips SDPA for these layers)
     steps: dict = field(init=False, repr=False, default_factory=dict)  # (stack, layer) -> [(RowStats, ColumnStats, key_offset)]
 
     def begin(self, model) -> None:
@@ -60,22 +61,39 @@ class Stats(Probe):
             raise InterpError("Stats(first_tokens=..., top_k=...) must be >= 0.")
         self.steps = {}
         self._first = None
+        self._done = None
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack and (self.layers is None or layer in self.layers)
 
     @torch.no_grad()
+    def attention_output(self, call: AttentionCall) -> HeadOutput | None:
+        """The layer's output from the same pass as the statistics (no separate SDPA call)."""
+        if not self.fuse_output:
+            return None
+        rows, cols, out = self._compute(call, value=call.value)
+        self._done = (call, rows, cols)
+        return out
+
+    @torch.no_grad()
     def record(self, call: AttentionCall, z: HeadOutput) -> None:
-        chunk = chunk_rows(self.max_memory, batch=call.batch, heads=call.n_heads, k_len=call.k_len)
-        rows, cols, _ = all_stats(
-            call.query, call.key, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
-            softcap=call.softcap, spans=self._spans(call), top_k=self.top_k, columns=self.with_columns,
-            chunk=chunk, backend=self.backend,
-        )
+        if self._done is not None and self._done[0] is call:
+            _, rows, cols = self._done
+            self._done = None
+        else:
+            rows, cols, _ = self._compute(call)
         if self.device is not None:
             rows = rows.to(self.device)
             cols = cols.to(self.device) if cols is not None else None
         self.steps.setdefault((call.stack, call.layer), []).append((rows, cols, call.key_offset))
+
+    def _compute(self, call: AttentionCall, value=None):
+        chunk = chunk_rows(self.max_memory, batch=call.batch, heads=call.n_heads, k_len=call.k_len)
+        return all_stats(
+            call.query, call.key, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
+            softcap=call.softcap, spans=self._spans(call), top_k=self.top_k, columns=self.with_columns,
+            value=value, chunk=chunk, backend=self.backend,
+        )
 
     def _spans(self, call: AttentionCall) -> Spans:
         if not self.first_tokens:

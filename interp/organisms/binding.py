@@ -19,14 +19,17 @@ The recipe (`OrganismConfig` defaults; every choice below was measured, see docs
     python -m interp.organisms.binding --out /tmp/try --set lr=0.001 --set n_heads=4   # variants
 
 Measured: 0.14 s per step at n = 2 and ~0.4 s per step at n = 2..12 on the shared 2-core box
-(1 thread, load average ~10). STATUS_LINE
+(1 thread, load average ~10); the default 4000 steps took 1349 s.
+Status: NOT yet at the >= 95% target. The default run reaches held-out 0.64-1.00 at n = 5-6 and
+0.46-0.73 at n = 10 and was still improving when its schedule ended (docs/binding.md); longer runs
+(`--steps 10000`) are the next thing to try. It checkpoints every `checkpoint_every` steps.
 
 Load it like any model:
 
     >>> from interp.organisms.binding import load_organism
     >>> model, tokenizer = load_organism()  # doctest: +SKIP
 
-Memory: the model is ~0.6M parameters (a few MB); training holds one batch of activations.
+Memory: the model is ~0.36M parameters (a few MB); training holds one batch of activations.
 """
 
 from __future__ import annotations

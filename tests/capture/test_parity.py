@@ -142,3 +142,17 @@ def test_patterns_can_be_kept_in_a_smaller_dtype_on_another_device():
         model(**batch)
     assert small.patterns[0].dtype == torch.float16
     torch.testing.assert_close(small.patterns[0].float(), full.patterns[0], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_streaming_stats_supply_the_same_attention_output(family):
+    """`Stats` computes each layer's output in the same pass as its statistics; logits must not move."""
+    model = tiny_model(family)
+    batch = padded_batch()
+    with torch.no_grad():
+        plain = model(**batch).logits
+    with interp.capture(model, stats=True) as rec:
+        logits = model(**batch).logits
+    assert len(rec.stats.rows) == 2
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], plain[real], atol=ATOL, rtol=0)
