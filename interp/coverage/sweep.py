@@ -153,11 +153,11 @@ def table(results: list[Result]) -> str:
         "sweep, failing with the model type named when a type that passes here stops passing).",
         "",
         "Known gaps, counted from this table: "
-        f"{sum('transforms z before it' in r.reason for r in results)} types gate or normalise the heads' output "
-        "before the output projection (Qwen3-Next, Qwen3.5, BitNet ...): patterns, logits and statistics are exact, "
-        "but the recorded `z` is the attention function's output, not the projection's input; "
         f"{sum('sinks' in r.reason for r in results)} types add learned sinks (`s_aux`) that the attention "
-        "function does not apply yet, so interp refuses them.",
+        "function does not apply yet, so interp refuses them; "
+        f"{sum(r.status == 'fail' for r in results)} fail for structural reasons written beside them. Models that "
+        "gate or normalise the heads' output before the output projection (Qwen3-Next, Qwen3.5, BitNet ...) "
+        "record `z` at the projection's input.",
         "",
         "| model type | class | routed | status | seconds | reason |",
         "|---|---|---|---|---|---|",
