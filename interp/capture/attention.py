@@ -41,6 +41,8 @@ def interp_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     softcap = kwargs.pop("softcap", None)
+    sinks = kwargs.pop("s_aux", None)
+    exact = softcap is not None or sinks is not None  # SDPA can neither soft-cap nor add learned sinks
     probes, call = [], None
     for session in ACTIVE:
         site = session.sites.get(module)
@@ -52,20 +54,20 @@ def interp_attention(
                 probes.append(probe)
                 if call is None:
                     call = _make_call(module, stack, layer, session.step, query, key, value, attention_mask,
-                                      scaling, softcap, kwargs.get("position_bias"))
+                                      scaling, softcap, kwargs.get("position_bias"), sinks)
                     if call.is_causal:  # keys end at the newest token; a sliding cache may have dropped the oldest
                         call.key_offset = max(0, session.seen_before + call.q_len - call.k_len)
-    if call is None and softcap is None:
+    if call is None and not exact:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
-    if call is None:  # soft-capped model with nothing captured here: SDPA cannot softcap, use the exact path
+    if call is None:  # nothing captured here, but SDPA cannot compute this layer: use the exact path
         call = _make_call(module, "", -1, 0, query, key, value, attention_mask, scaling, softcap,
-                          kwargs.get("position_bias"))
+                          kwargs.get("position_bias"), sinks)
 
     editors = [(p, p.edited_heads(call)) for p in probes]
     editors = [(p, h) for p, h in editors if h is not None and len(h)]
     z = next((out for p in probes if (out := p.attention_output(call)) is not None), None)
-    if z is None and softcap is not None:
+    if z is None and exact:
         z = _exact_output(call, torch.arange(call.n_heads, device=query.device), editors)
         editors = []
     elif z is None:
@@ -81,12 +83,12 @@ def interp_attention(
     return z, None
 
 
-def _make_call(module, stack, layer, step, query, key, value, mask, scaling, softcap, position_bias):
+def _make_call(module, stack, layer, step, query, key, value, mask, scaling, softcap, position_bias, sinks):
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     return AttentionCall(stack=stack, layer=layer, module=module, query=query, key=key, value=value,
                          attention_mask=mask, scaling=scaling, softcap=softcap,
                          is_causal=bool(getattr(module, "is_causal", True)), step=step,
-                         position_bias=position_bias)
+                         position_bias=position_bias, sinks=sinks)
 
 
 def _exact_output(call: AttentionCall, heads: torch.Tensor, editors) -> torch.Tensor:

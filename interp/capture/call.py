@@ -49,6 +49,8 @@ class AttentionCall:
     position_bias: Tensor | None = None
     #: absolute position of key 0 (tokens a sliding-window cache has dropped), 0 otherwise
     key_offset: int = 0
+    #: learned per-head sink logits (gpt-oss `s_aux`): a softmax column that is not a key, or None
+    sinks: Tensor | None = None
     #: set by the engine when editors changed some heads: (heads, their fp32 weights over all rows)
     edited: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
@@ -113,7 +115,12 @@ class AttentionCall:
         key` floats; pass `heads` / `rows` to keep it small.
         """
         heads = self._heads(heads)
-        w = torch.softmax(self.scores(heads, rows), dim=-1).nan_to_num(0.0)
+        s = self.scores(heads, rows)
+        if self.sinks is None:
+            w = torch.softmax(s, dim=-1).nan_to_num(0.0)
+        else:  # softmax over keys + the head's sink column, then drop the sink (as the model does)
+            sink = self.sinks.float()[heads].view(1, -1, 1, 1).expand(*s.shape[:-1], 1)
+            w = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
         if self.edited is not None:
             edited_heads, edited_weights = self.edited
             match = heads[:, None] == edited_heads[None, :]

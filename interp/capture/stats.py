@@ -92,7 +92,7 @@ class Stats(Probe):
         return all_stats(
             call.query, call.key, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
             softcap=call.softcap, spans=self._spans(call), top_k=self.top_k, columns=self.with_columns,
-            value=value, chunk=chunk, backend=self.backend,
+            value=value, chunk=chunk, backend=self.backend, sinks=call.sinks,
         )
 
     def _spans(self, call: AttentionCall) -> Spans:

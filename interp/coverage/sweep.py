@@ -152,12 +152,11 @@ def table(results: list[Result]) -> str:
         "`python -m interp.coverage llama gemma2` (a few, to stdout); `pytest tests/test_coverage.py` (the "
         "sweep, failing with the model type named when a type that passes here stops passing).",
         "",
-        "Known gaps, counted from this table: "
-        f"{sum('sinks' in r.reason for r in results)} types add learned sinks (`s_aux`) that the attention "
-        "function does not apply yet, so interp refuses them; "
-        f"{sum(r.status == 'fail' for r in results)} fail for structural reasons written beside them. Models that "
-        "gate or normalise the heads' output before the output projection (Qwen3-Next, Qwen3.5, BitNet ...) "
-        "record `z` at the projection's input.",
+        f"Known gaps, counted from this table: {sum(r.status == 'fail' for r in results)} routed types fail, each "
+        "for the reason written beside it (e.g. Granite-SWA returns its pre-sink softmax as attention weights "
+        "while its output uses the sink-scaled one, which interp records). Learned sinks (gpt-oss `s_aux`) are "
+        "applied exactly; models that gate or normalise the heads' output before the output projection "
+        "(Qwen3-Next, Qwen3.5, BitNet ...) record `z` at the projection's input.",
         "",
         "| model type | class | routed | status | seconds | reason |",
         "|---|---|---|---|---|---|",

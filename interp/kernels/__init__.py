@@ -33,12 +33,14 @@ from interp.kernels.spans import Spans, span_bounds
 Result = tuple[RowStats, ColumnStats | None, HeadOutput | None]
 
 
-def _torch(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk) -> Result:
+def _torch(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None):
     return reference.stats(query, key, mask, scaling=scaling, is_causal=is_causal, softcap=softcap, spans=spans,
-                           top_k=top_k, columns=columns, value=value, chunk=chunk)
+                           top_k=top_k, columns=columns, value=value, chunk=chunk, sinks=sinks)
 
 
-def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk) -> Result:
+def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None):
+    if sinks is not None:
+        raise InterpError("the triton backend does not apply learned sinks; use backend='torch' or 'auto'.")
     if top_k:
         raise InterpError("the triton backend does not compute top_k; use backend='torch' or 'auto' for top-k.")
     from interp.kernels.triton_stats import fused_stats
@@ -58,9 +60,9 @@ def triton_usable(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def pick_backend(backend: str, device: torch.device, top_k: int = 0) -> str:
+def pick_backend(backend: str, device: torch.device, top_k: int = 0, sinks: bool = False) -> str:
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_usable(device) and not top_k else "torch"
+        return "triton" if device.type == "cuda" and triton_usable(device) and not (top_k or sinks) else "torch"
     if backend not in BACKENDS:
         raise InterpError(f"unknown stats backend {backend!r}; choose one of {sorted(BACKENDS)} or 'auto'.")
     if backend == "triton" and not triton_usable(device):
@@ -85,14 +87,16 @@ def all_stats(
     value: Value | None = None,
     chunk: int | None = None,
     backend: str = "auto",
+    sinks: Tensor | None = None,
 ) -> Result:
     """Row statistics, column statistics (if `columns`) and the attention output (if `value`).
 
-    `chunk` is the query rows per step (torch) or the tile size (triton). Memory: O(rows) stored.
+    `chunk` is the query rows per step (torch) or the tile size (triton). `sinks` are learned per-head
+    sink logits (gpt-oss): an extra softmax column that takes mass but is not a key. Memory: O(rows) stored.
     """
-    name = pick_backend(backend, query.device, top_k)
+    name = pick_backend(backend, query.device, top_k, sinks is not None)
     return BACKENDS[name](query, key, value, attention_mask, scaling=scaling, is_causal=is_causal,
-                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk)
+                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk, sinks=sinks)
 
 
 def attention_stats(query: Query, key: Key, attention_mask: Tensor | None, **kwargs) -> RowStats:

@@ -100,6 +100,7 @@ def stats(
     columns: bool = False,
     value: Value | None = None,
     chunk: int | None = None,
+    sinks: Tensor | None = None,
 ) -> tuple[RowStats, ColumnStats | None, HeadOutput | None]:
     """Row statistics, optional column statistics and optional attention output, in one pass.
 
@@ -131,6 +132,7 @@ def stats(
     col_total = torch.zeros(b, h, k_len, **f32) if columns else None
     col_count = torch.zeros(b, k_len, dtype=torch.long, device=dev) if columns else None
     out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype, device=dev) if value is not None else None
+    sink = sinks.float().view(1, h, 1).to(dev) if sinks is not None else None  # [1, head, 1] logits
 
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
@@ -146,18 +148,22 @@ def stats(
         m, arg = s.max(-1)
         if k_eff:
             top_s, top_i = s.topk(k_eff, dim=-1)
-        s.sub_(m[..., None])  # shifted scores t <= 0; hidden keys stay hugely negative
+        shift = m if sink is None else torch.maximum(m, sink)
+        s.sub_(shift[..., None])  # shifted scores t <= 0; hidden keys stay hugely negative
         e = torch.exp(s)
-        l = e.sum(-1)
+        l_keys = e.sum(-1)
         # sum_j e_j * t_j without another [b, h, c, key] buffer (einsum is ~2x a batched 1 x key @ key x 1 bmm).
         et = torch.einsum("bhck,bhck->bhc", e, s)
+        # A learned sink is one more softmax column that is not a key: it takes mass, so keys sum to < 1.
+        l = l_keys if sink is None else l_keys + torch.exp(sink - shift)
         inv_l = torch.where(empty, 0.0, 1.0 / l)
-        row_lse = m + torch.log(l)
+        row_lse = shift + torch.log(l)
 
         lse[:, :, rows] = torch.where(empty, 0.0, row_lse)
         max_score[:, :, rows] = torch.where(empty, 0.0, m)
         argmax[:, :, rows] = torch.where(empty, -1, arg)
-        entropy[:, :, rows] = torch.where(empty, 0.0, torch.log(l) - et * inv_l)
+        # entropy of the keys' probabilities p_j = e_j / l:  sum_j p_j (log l - t_j)
+        entropy[:, :, rows] = torch.where(empty, 0.0, l_keys * inv_l * torch.log(l) - et * inv_l)
         n_visible[:, rows] = n_vis
         p = e.mul_(inv_l[..., None])  # probabilities; all-zero rows for queries that see nothing
         if n_spans:

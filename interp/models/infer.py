@@ -26,9 +26,10 @@ Head counts come from the attention module itself when it says (`num_heads`, `he
     ('model.layers', 'self_attn', 'o_proj', 'mlp', 4, 2, 8)
 
 Refusals (`UnsupportedArchitectureError`, with the reason): no block whose attention calls the
-interface (Falcon, Bloom, MPT, GPT-Neo, Mamba ...: raised by `infer_stack`), and attention terms
-the interface function cannot reproduce yet (learned sinks in the weights, e.g. gpt-oss:
-`refusal(model)`). Memory: nothing is run; only the module tree and source files are read.
+interface (Falcon, Bloom, MPT, GPT-Neo, Mamba ...: raised by `infer_stack`); `refusal(model)` is
+the hook for attention terms the interface function cannot reproduce (none at present: learned
+sinks, as in gpt-oss, are applied exactly). Memory: nothing is run; only the module tree and source
+files are read.
 """
 
 import inspect
@@ -225,11 +226,11 @@ def z_transform(attn: nn.Module, out_proj: str) -> str | None:
 
 
 def refusal(model: nn.Module) -> str | None:
-    """Why `interp` cannot capture `model` exactly, or None when it can."""
-    for name, mod in model.named_modules():
-        if calls_interface(type(mod)) and isinstance(getattr(mod, "sinks", None), nn.Parameter):
-            return (f"{type(mod).__name__} ({name}) adds learned attention sinks (`s_aux`) to the softmax; "
-                    f"interp's attention function does not apply them yet, so outputs would differ from the model.")
+    """Why `interp` cannot capture `model` exactly, or None when it can.
+
+    Learned attention sinks (gpt-oss `s_aux`) used to be refused; the attention function now applies
+    them exactly, so nothing is refused here at present.
+    """
     return None
 
 
