@@ -68,3 +68,13 @@ def eager_twin(model: tf.PreTrainedModel, build) -> tf.PreTrainedModel:
     twin = build("eager")
     twin.load_state_dict(model.state_dict())
     return twin
+
+
+class DigitsTokenizer:
+    """Just enough tokenizer for a tiny random model: ids print as numbers."""
+
+    pad_token_id = 0
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from tiny import tiny_model
+from tiny import DigitsTokenizer, tiny_model
 
 from interp.analyze.prune import (
     PruneConfig,
@@ -24,14 +24,6 @@ from interp.tasks.niah import NEEDLES, Needle, Trial
 # Measured on this exact setup (SmolLM2, CPU): top-10 ablated 0.375, random-10 ablated 0.812 (gap 0.44);
 # the test asks for half of that gap so that a trial or two flipping on other hardware does not fail it.
 MEASURED_MARGIN = 0.2
-
-
-class DigitsTokenizer:
-    pad_token_id = 0
-    eos_token_id = None
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids)
 
 
 @pytest.fixture(scope="module")

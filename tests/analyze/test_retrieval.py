@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_model
+from tiny import DigitsTokenizer, tiny_model
 
 from interp.analyze.retrieval import (
     RetrievalScores,
@@ -31,16 +31,6 @@ def _load_reference():
 
 
 eager_reference = _load_reference()
-
-
-class DigitsTokenizer:
-    """Just enough tokenizer for a tiny random model: ids print as numbers."""
-
-    pad_token_id = 0
-    eos_token_id = None
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids)
 
 
 @pytest.fixture(scope="module")
