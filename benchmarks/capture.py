@@ -1,7 +1,8 @@
 """Wall time and peak memory of capturing every head's attention, interp vs peers (not a test).
 
 CPU mode (default) runs SmolLM2-135M on one prompt of N tokens per method, each measurement in
-its own subprocess so peak memory is per method:
+its own subprocess so peak memory is per method (time: the fastest of `--repeats` runs, default 3;
+memory: the peak over all of them):
 
 | method   | what runs                                                                 |
 |----------|---------------------------------------------------------------------------|
@@ -59,7 +60,7 @@ class PeakRSS:
         self.extra = self.peak - self.start
 
 
-def child(method: str, n: int) -> dict:
+def child(method: str, n: int, repeats: int = 1) -> dict:
     """Run one measurement in this process and return it."""
     import torch
 
@@ -97,16 +98,18 @@ def child(method: str, n: int) -> dict:
                 return saved
 
     run() if n <= 256 else None  # tiny warm-up only for small sizes (imports, lazy init)
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        result = run()
-        seconds = time.perf_counter() - t0
-    del result
-    return {"method": method, "n": n, "seconds": seconds, "extra_mib": mem.extra / 2**20}
+    times = []
+    with PeakRSS() as mem:  # peak over all repeats; time = the fastest (page faults make single runs noisy)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            result = run()
+            times.append(time.perf_counter() - t0)
+            del result
+    return {"method": method, "n": n, "seconds": min(times), "all_seconds": times, "extra_mib": mem.extra / 2**20}
 
 
-def measure(method: str, n: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--child", method, str(n)]
+def measure(method: str, n: int, timeout: float, repeats: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, str(n), "--repeats", str(repeats)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -200,12 +203,13 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--ram-gb", type=float, default=12.0, help="skip pattern methods needing more than this")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement: the fastest is reported")
     p.add_argument("--out", default="out/bench_capture")
     p.add_argument("--gpu", action="store_true", help="fused Triton kernel vs torch SDPA on random Llama configs")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]))), flush=True)
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.repeats)), flush=True)
         return
     if args.gpu:
         print(gpu_table(args.sizes))
@@ -218,7 +222,7 @@ def main(argv=None) -> None:
             if method in PATTERN_METHODS and 1.5 * pattern_gb(n) > args.ram_gb:
                 results.append({"method": method, "n": n, "status": f"not run: needs ~{pattern_gb(n):.0f} GB"})
             else:
-                results.append(measure(method, n, args.timeout))
+                results.append(measure(method, n, args.timeout, args.repeats))
             print(json.dumps(results[-1]), flush=True)
             out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     md = table(results)

@@ -1,6 +1,7 @@
 """`interp binding MODEL --task boxes --groups 3,5,10 --layers auto`: the binding analysis from a shell.
 
-The lead wires `add_binding_arguments` / `binding_command` into `interp.cli`. Without the wiring:
+`interp.cli.binding` wires `add_binding_arguments` / `binding_command` into `interp`; the module also
+runs on its own:
 
     python -m interp.analyze.binding_cli organism --task boxes --groups 5,8,10 --out runs/binding
 

@@ -9,7 +9,9 @@ the counted trials.
 
 How it is computed here: prefill and decoding run through SDPA; a tiny probe (`DecodeArgmax`) keeps,
 per forward pass, only the argmax key of the newest query row of every head (`batch x head`
-integers per layer and step), never a full pattern. Trials run many per batch, left-padded.
+integers per layer and step), never a full pattern. Each prompt is prefilled on its own, starting
+from the cached haystack it shares with the previous trial; decoding runs many trials per batch
+(`interp.analyze.decoding`).
 
     >>> import interp
     >>> from interp.tasks.niah import NiahConfig, build_trials
@@ -32,8 +34,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.analyze.decoding import PrefixCache, greedy, supports_prefix_decoding
 from interp.capture import AttentionCall, Probe, capture
 from interp.errors import InterpError
+from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
 from interp.tasks.niah import Trial, batches, rouge1_recall
 
@@ -64,6 +68,11 @@ class DecodeArgmax(Probe):
         last = slice(call.q_len - 1, call.q_len)
         w = call.weights(rows=last)[:, :, 0]  # [batch, head, key], fp32, edits included
         self._steps.setdefault(call.step, {})[call.layer] = w.argmax(-1) + call.key_offset
+
+    def take(self) -> Int[Tensor, "layer batch head"]:
+        """The latest forward pass's argmax keys, removed from the record."""
+        layers = self._steps.pop(max(self._steps))
+        return torch.stack([layers[l] for l in range(self._n_layers)])
 
     def argmax(self) -> Int[Tensor, "step layer batch head"]:
         steps = sorted(self._steps)
@@ -116,6 +125,18 @@ class TrialResult:
         return record
 
 
+def prefix_order(trials: Sequence[Trial]) -> list[Trial]:
+    """Trials ordered for prefix reuse: by needle (one haystack window each), deepest needle first.
+
+    Each trial's haystack before its needle is then a prefix of the trial before it, so its prompt
+    pass starts from that trial's KV cache (`interp.analyze.decoding.PrefixCache`).
+    """
+    needles = {}
+    for t in trials:
+        needles.setdefault(t.needle.text, len(needles))
+    return sorted(trials, key=lambda t: (needles[t.needle.text], -t.needle_span[0], t.id))
+
+
 def run_trials(
     model,
     trials: Sequence[Trial],
@@ -125,13 +146,65 @@ def run_trials(
     edits: Sequence[Probe] = (),
     score: bool = False,
     progress: bool | str = True,
+    prefix: PrefixCache | None = None,
 ) -> Iterator[list[TrialResult]]:
-    """Generate greedily for `trials` in left-padded batches; yield each batch's results as it finishes.
+    """Generate greedily for `trials`, `batch_size` at a time; yield each batch's results as it finishes.
 
     `edits` (e.g. head ablations) apply during the whole generation; `score=True` also computes the
-    retrieval score of every trial (`TrialResult.scores`).
+    retrieval score of every trial (`TrialResult.scores`). Trials run in `prefix_order`; each prompt
+    is prefilled on its own over the previous prompt's cached prefix and decoding is batched
+    (`interp.analyze.decoding`); pass one `prefix` to several calls to reuse across them. Models
+    whose cache cannot be cut and stacked (sliding windows, hybrids), and edits other than head
+    ablations (they may keep state between passes), take `generate` on left-padded batches instead.
     """
     m = as_model(model)
+    if not all(isinstance(e, HeadAblation) for e in edits) or not supports_prefix_decoding(m.hf):
+        yield from _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress)
+        return
+    tok = m.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = _eos_ids(m)
+    prefix = prefix or PrefixCache()
+    order = prefix_order(trials)
+    with _progress(progress, len(trials)) as advance:
+        for i in range(0, len(order), batch_size):
+            group = order[i : i + batch_size]
+            steps = _ArgmaxSteps(DecodeArgmax(), len(group)) if score else None
+            with capture(m, edits=list(edits), probes=[steps.probe] if steps else []):
+                out = greedy(m, [t.input_ids for t in group], max_new_tokens=max_new_tokens, eos=eos,
+                             pad_id=pad_id, prefix=prefix, after_forward=steps)
+            seq = out.sequences
+            new = seq[:, out.prompt_len :]
+            n_steps = _valid_steps(new, eos)
+            scores = None
+            if steps is not None:
+                spans = torch.tensor([t.answer_span for t in group]) + out.pads[:, None]
+                scores = copy_hits(steps.argmax(out.pads), seq, out.prompt_len, spans, n_steps)
+            advance(len(group))
+            yield _results(tok, group, new, n_steps, scores)
+
+
+@dataclass
+class _ArgmaxSteps:
+    """Collects `DecodeArgmax` after each forward of `greedy`: every prompt's pass (batch 1, the prompt's
+    own key positions), then the batched decoding steps (left-padded key positions)."""
+
+    probe: DecodeArgmax
+    n_prompts: int
+    prompts: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+
+    def __call__(self) -> None:
+        (self.prompts if len(self.prompts) < self.n_prompts else self.steps).append(self.probe.take())
+
+    def argmax(self, pads: Int[Tensor, " batch"]) -> Int[Tensor, "step layer batch head"]:
+        """All steps in padded key positions (the first step is the prompt passes' last rows)."""
+        first = torch.cat(self.prompts, 1) + pads[None, :, None].to(self.prompts[0].device)
+        return torch.stack([first, *self.steps]).cpu()
+
+
+def _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress) -> Iterator[list[TrialResult]]:
+    """The general path: `generate` on left-padded batches (any cache, any editor)."""
     tok = m.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = _eos_ids(m)
@@ -158,19 +231,19 @@ def run_trials(
                 scores = copy_hits(
                     probe.argmax().cpu(), seq.cpu(), prompt_len, batch["answer_span"].cpu(), n_steps
                 )
-            results = []
-            for row, trial in enumerate(group):
-                text = tok.decode(new[row, : n_steps[row]].tolist(), skip_special_tokens=True)
-                results.append(
-                    TrialResult(
-                        trial.id,
-                        text,
-                        rouge1_recall(trial.needle.answer, text),
-                        None if scores is None else scores[row],
-                    )
-                )
             advance(len(group))
-            yield results
+            yield _results(tok, group, new, n_steps, scores)
+
+
+def _results(
+    tok, group: Sequence[Trial], new: Tensor, n_steps: Tensor, scores: Tensor | None
+) -> list[TrialResult]:
+    results = []
+    for row, trial in enumerate(group):
+        text = tok.decode(new[row, : n_steps[row]].tolist(), skip_special_tokens=True)
+        results.append(TrialResult(trial.id, text, rouge1_recall(trial.needle.answer, text),
+                                   None if scores is None else scores[row]))
+    return results
 
 
 def _eos_ids(m) -> set[int]:
@@ -421,6 +494,7 @@ __all__ = [
     "TrialResult",
     "copy_hits",
     "load_checkpoint",
+    "prefix_order",
     "retrieval_scores",
     "run_trials",
     "scores_from_results",

@@ -42,6 +42,9 @@ def interp_attention(
 ) -> tuple[torch.Tensor, None]:
     softcap = kwargs.pop("softcap", None)
     sinks = kwargs.pop("s_aux", None)
+    indices = kwargs.pop("indices", None)
+    if indices is not None:  # a sparse-attention indexer (DeepSeek-V3.2 style) picked the keys each query reads
+        attention_mask = _select_keys(attention_mask, indices, key.shape[-2], query.dtype)
     exact = softcap is not None or sinks is not None  # SDPA can neither soft-cap nor add learned sinks
     probes, call = [], None
     for session in ACTIVE:
@@ -81,6 +84,20 @@ def interp_attention(
     for probe in probes:
         probe.record(call, z)
     return z, None
+
+
+def _select_keys(mask, indices: torch.Tensor, k_len: int, dtype) -> torch.Tensor:
+    """`mask` ([batch, 1, query, key], bool or additive) restricted to the keys in `indices` [batch, query, topk].
+
+    What transformers' eager / SDPA paths do with the indexer's choice; other backends get `indices`.
+    """
+    dropped = torch.ones(*indices.shape[:2], k_len, dtype=torch.bool, device=indices.device)
+    dropped = dropped.scatter(-1, indices.long(), False)[:, None]
+    if mask is None:
+        return torch.zeros(dropped.shape, dtype=dtype, device=dropped.device).masked_fill(dropped, torch.finfo(dtype).min)
+    if mask.dtype == torch.bool:
+        return mask & ~dropped
+    return mask.masked_fill(dropped, torch.finfo(mask.dtype).min)
 
 
 def _make_call(module, stack, layer, step, query, key, value, mask, scaling, softcap, position_bias, sinks):

@@ -94,10 +94,18 @@ class AttentionCall:
         self, heads: Tensor | None = None, rows: slice = slice(None)
     ) -> Float[Tensor, "batch head query key"]:
         """Pre-softmax scores in fp32, hidden keys at -inf, exactly as eager attention computes them."""
-        heads = self._heads(heads)
-        q = self.query[:, heads, rows].float()
-        k = self.key[:, self.kv_head_of(heads)].float()
-        s = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+        if heads is None:  # every head: group query heads under their kv head instead of copying keys per head
+            b, h, _, d = self.query.shape
+            kv = self.key.shape[1]
+            q = self.query[:, :, rows].float()
+            s = torch.matmul(q.reshape(b, kv, -1, d), self.key.float().transpose(-1, -2)).reshape(b, h, q.shape[2], -1)
+            s = s * self.scaling
+            heads = self._heads(None)
+        else:
+            heads = self._heads(heads)
+            q = self.query[:, heads, rows].float()
+            k = self.key[:, self.kv_head_of(heads)].float()
+            s = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
         for bias in (additive_bias(self.attention_mask, rows), self.position_bias):
@@ -114,8 +122,8 @@ class AttentionCall:
         Rows that see no key (padding queries) are all zeros. Memory: `batch x len(heads) x rows x
         key` floats; pass `heads` / `rows` to keep it small.
         """
-        heads = self._heads(heads)
         s = self.scores(heads, rows)
+        heads = self._heads(heads)
         if self.sinks is None:
             w = torch.softmax(s, dim=-1).nan_to_num(0.0)
         else:  # softmax over keys + the head's sink column, then drop the sink (as the model does)

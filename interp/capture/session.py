@@ -64,7 +64,7 @@ class _Session:
     sites: dict
     probes: list[Probe]
     step: int = -1
-    seen_before: int = 0  # tokens fed to the main stack by earlier forward passes of this capture
+    seen_before: int = 0  # tokens already in the cache handed to this forward pass (absolute position of its first)
     seen: int = 0
 
 
@@ -180,8 +180,8 @@ def _step_hook(session: _Session, model: Model):
             n_new = embeds.shape[1] if embeds is not None else 0
         else:
             n_new = ids.shape[-1]
-        past = cached_tokens(kwargs)  # 0: a fresh sequence; > 0: a continuation (decoding) of the last one
-        session.seen_before = session.seen if past else 0
+        past = cached_tokens(kwargs)  # 0: a fresh sequence; > 0: a continuation of a cached prefix
+        session.seen_before = past
         session.seen = session.seen_before + n_new
         if not model.hf.config.is_encoder_decoder:
             model.check_length(max(session.seen, past + n_new))

@@ -28,6 +28,17 @@ KNOWN: dict[str, str] = {
                  "weighted difference is the layer's attention), so a recording holds both calls",
     "jetmoe": "mixture-of-attention heads: the output projection is an expert layer fed token by expert, not "
               "[batch, query, head x d_head]",
+    "blt": "padding reaches real tokens: the entropy patcher and the global transformer run without the padding "
+           "mask, so on a left-padded batch the real rows' logits depend on how the padded rows were computed "
+           "(eager and SDPA differ by the same amount without interp)",
+    "dory": "looped layers: the recurrent section runs n_recurrent_loops (2) times per forward, so its attention "
+            "module is called once per loop and a recording stacks both calls as if they were later tokens",
+    "hrm_text": "looped layers: the H / L stacks run H_cycles x (L_cycles + 1) times per forward, so each attention "
+                "module is called once per cycle and a recording stacks the calls as if they were later tokens",
+    **dict.fromkeys(("granite_swa", "granitemoe_swa"),
+                    "eager returns the softmax before its learned sink while the output uses the sink-scaled "
+                    "weights (softmax x sigmoid(lse - sink)); interp records the weights the output uses, as "
+                    "for gpt-oss, so (a) and (d) differ from this eager reference while logits and z agree"),
     "longcat_flash": "two attention sublayers per block (self_attn.0, self_attn.1); an adapter has one attention "
                      "module per block",
 }

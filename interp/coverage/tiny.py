@@ -34,6 +34,7 @@ _SIZES: dict[str, object] = {
     "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "kv_lora_rank": 16, "q_lora_rank": 32,
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "sliding_window": 4,  # shorter than the test batch, so windows really cut
+    "index_topk": 4,  # sparse-attention indexers (DeepSeek-V3.2 style) keep 4 of the 9 keys, so the selection bites
     "rotary_dim": 8,
 }
 # fields whose default `None` means "derive it": the tiny value is set explicitly instead
@@ -61,6 +62,10 @@ def _layer_selection(d: dict, n_orig: int) -> list[int]:
     return keep
 
 
+def _is_sub_config(key: str, value: dict) -> bool:
+    return "model_type" in value or key.endswith("_config")
+
+
 def shrink(d: dict) -> dict:
     """A config dict with every width, depth and count made tiny (sub-configs too)."""
     n_orig = next((d[k] for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
@@ -71,7 +76,7 @@ def shrink(d: dict) -> dict:
         if keep and isinstance(v, dict) and v and all(str(i).isdigit() for i in v):  # {layer index: ...}
             out[k] = {keep.index(int(i)): shrink(x) if isinstance(x, dict) else x
                       for i, x in v.items() if int(i) in keep}
-        elif isinstance(v, dict) and ("model_type" in v or k.endswith("_config")):
+        elif isinstance(v, dict) and _is_sub_config(k, v):
             out[k] = shrink(v)
         elif k in _SIZES and (isinstance(v, int) and not isinstance(v, bool) or v is None and k in _FILL_NONE):
             new = _SIZES[k]
@@ -91,13 +96,31 @@ OVERRIDES: dict[str, dict] = {
     # mamba heads x head width must equal expand x hidden; the default has no attention layer at all
     "bamba": dict(_MAMBA, attn_layer_indices=[1]),
     "granitemoehybrid": dict(_MAMBA, layer_types=["mamba", "attention"]),
+    # derived widths the generic rules miss; hybrid_layer_ids is derived too, but to_dict() keeps the full-size ids
     "zamba2": dict(mamba_headdim=16, attention_hidden_size=128, attention_head_dim=32, num_query_groups=4,
-                   mamba_d_state=16, chunk_size=16),
+                   mamba_d_state=16, chunk_size=16, hybrid_layer_ids=[1]),
+    # the shared attention block is weight-tied across hybrid layers, so it needs two of them; derived widths
+    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"],
+              "attention_hidden_size": 128, "attention_head_dim": 32, "mamba_dt_rank": 4},
     "zaya": dict(num_experts_per_tok=1),  # the only value it supports
-    "dory": dict(n_input_layers=1, n_recurrent_layers=1, n_output_layers=0),  # must add up to the depth
+    # to_dict() lists an "mlp" entry after each layer and doubles the counts (__post_init__ halves them);
+    # the counts must add up to the depth
+    "dory": {"num_hidden_layers": 4, "layer_types": ["sliding_attention", "mlp", "full_attention", "mlp"],
+             "n_input_layers": 2, "n_recurrent_layers": 2, "n_output_layers": 0},
+    # DbrxAttention reads attn_config.rope_theta (unused) and clamps q/k/v with clip_qkv, which None breaks
+    "dbrx": {"attn_config": {"rope_theta": 1e4, "clip_qkv": 8.0, "kv_n_heads": 2}},
+    # the vision / audio adapters must be as wide as their tower (in) and the text model (out)
+    "dots3_note": {"vision_config": {"adapter_in_dim": HIDDEN, "adapter_out_dim": HIDDEN},
+                   "audio_config": {"adapter_input_size": HIDDEN, "adapter_out_dim": HIDDEN}},
+    # the local encoder / decoder see the global model's width; a 500k-row hash embedding (x6) is ~800 MB;
+    # a window that cuts; the cache is built from the top config, which has no num_hidden_layers
+    "blt": {"encoder_config": {"hidden_size_global": HIDDEN}, "decoder_config": {"hidden_size_global": HIDDEN},
+            "encoder_hash_byte_group_vocab": 1000, "local_attention_window_len": 4, "use_cache": False},
+    # one codebook: the test batch is [batch, seq] ids (K codebooks take [batch x K, seq] and give K logit rows)
+    **{t: {"decoder": {"num_codebooks": 1}} for t in ("musicgen", "musicgen_melody")},
     "ernie4_5_moe": dict(moe_k=2, moe_num_shared_experts=1, moe_layer_end_index=1),
     "gemma3n_text": dict(num_kv_shared_layers=0, laurel_rank=8, hidden_size_per_layer_input=16),
-    "hrm_text": dict(num_layers_per_stack=1, H_cycles=1, L_cycles=1, L_bp_cycles=[1]),
+    "hrm_text": dict(num_layers_per_stack=1, num_hidden_layers=8),  # = layers per stack x H_cycles x (L_cycles + 1)
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1),  # default: attention every 8th block
     "recurrent_gemma": dict(block_types=["recurrent", "attention"]),
     "lfm2_moe": dict(num_dense_layers=1, layer_types=["conv", "full_attention"]),  # default: derived, broken
@@ -115,6 +138,9 @@ def tiny_config(model_type: str):
     cls = CONFIG_MAPPING[model_type]
     d = shrink(cls().to_dict())
     for k, v in OVERRIDES.get(model_type, {}).items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict) and _is_sub_config(k, d[k]):  # only the fields given
+            d[k] = {**d[k], **v}
+            continue
         d[k] = v
         if isinstance(d.get("text_config"), dict):  # composite models: the text tower gets it too
             d["text_config"][k] = v
@@ -127,13 +153,16 @@ def tiny_config(model_type: str):
 
 def tiny_model(model_type: str, seed: int = 0):
     """A tiny random causal LM of `model_type` in fp32 eval mode, with eager attention."""
-    from transformers import AutoModelForCausalLM
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
     torch.manual_seed(seed)
     config = tiny_config(model_type)
     if getattr(config, "languages", None) and hasattr(config, "default_language"):  # X-MOD: one adapter per language
         config.default_language = config.default_language or config.languages[0]
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    if not isinstance(config, cls.config_class):  # MusicGen: the causal LM is the decoder, built from its config
+        config = config.get_text_config(decoder=True)
+    model = cls._from_config(config, attn_implementation="eager", dtype=torch.float32)
     return model.eval()
 
 
@@ -149,7 +178,8 @@ def _special_ids(config, out: set | None = None) -> set[int]:
 
 def padded_batch(model, lengths=(9, 5, 7), seed: int = 0) -> dict[str, torch.Tensor]:
     """A left-padded batch of random ordinary token ids (special / image ids avoided)."""
-    vocab = model.get_input_embeddings().num_embeddings
+    emb = model.get_input_embeddings()
+    vocab = (emb[0] if isinstance(emb, torch.nn.ModuleList) else emb).num_embeddings  # MusicGen: one per codebook
     allowed = torch.tensor(sorted(set(range(3, min(vocab, 512))) - _special_ids(model.config)))
     g = torch.Generator().manual_seed(seed)
     width = max(lengths)

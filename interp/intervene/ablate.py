@@ -6,8 +6,8 @@
 | `mean`    | its `z` is its mean over a reference set (`mean_z`)   | `edit_z`        |
 | `uniform` | uniform over its visible keys (its query zeroed, as the official code masks) | `edit_weights` |
 
-`phase` picks the forward passes: "prefill" (a pass without cached keys: as many queries as
-keys), "decode" (passes that extend a KV cache) or "both". Heads are query heads `(layer, head)`;
+`phase` picks the forward passes: "prefill" (passes that read prompt tokens, with or without a
+cached prefix), "decode" (one generated token over a KV cache) or "both". Heads are query heads `(layer, head)`;
 `kv_groups=True` widens each to every query head that shares its KV head.
 
     >>> import interp
@@ -42,8 +42,12 @@ ZMeans = dict[int, Float[Tensor, "head d_head"]]
 
 
 def is_prefill(call: AttentionCall) -> bool:
-    """A pass that starts a sequence (no cached keys): as many queries as keys."""
-    return call.q_len == call.k_len
+    """A pass that reads prompt tokens: several queries, or none cached before (a one-token prompt).
+
+    A prompt may be fed over a cached prefix (`interp.analyze.decoding`), so "no cached keys" alone
+    would miss it; decoding passes add one token to a cache.
+    """
+    return call.q_len > 1 or call.q_len == call.k_len
 
 
 @dataclass

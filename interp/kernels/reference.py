@@ -6,8 +6,8 @@ reduces them to row statistics (`RowStats`) and column sums (`ColumnStats`). The
 chunk are the only large tensor alive, so memory is O(rows) stored + O(chunk x key) transient.
 Given `value`, the same probabilities also produce the attention output (a fused eager pass).
 
-Memory: about `3 x batch x head x chunk x key x 4` bytes transient; `rows_per_chunk` picks the
-chunk for a budget (default 256 MiB).
+Memory: about `3 x batch x head x chunk x key x 4` bytes transient, plus an fp32 copy of the keys
+(and values) per query head; `rows_per_chunk` picks the chunk for a budget (default 256 MiB).
 
     >>> import torch
     >>> q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8)    # GQA: 4 query heads, 2 kv heads
@@ -31,7 +31,7 @@ from interp.kernels.spans import Spans, span_bounds, span_indicator
 DEFAULT_TRANSIENT_BYTES = 256 * 2**20
 
 
-MAX_CHUNK = 256  # smaller chunks follow the causal triangle closer (less work) and stay in cache
+MAX_CHUNK = 128  # smaller chunks follow the causal triangle closer (less work) and stay in cache
 
 
 def rows_per_chunk(batch: int, heads: int, k_len: int, budget_bytes: int = DEFAULT_TRANSIENT_BYTES) -> int:
@@ -65,15 +65,21 @@ def chunk_scores(
     scaling: float,
     is_causal: bool,
     softcap: float | None,
-) -> tuple[Float[Tensor, "batch head query key"], Tensor]:
-    """fp32 scores of the query rows `rows`, hidden keys at the dtype's minimum, and the visibility."""
+    workspace: Tensor | None = None,
+) -> tuple[Float[Tensor, "batch head query key"], Tensor, int]:
+    """fp32 scores of the query rows `rows` (hidden keys at about float32's minimum), the visibility
+    `[batch, query, key]`, and the first key some row cannot see (`k_len` if none).
+
+    `workspace`: a flat fp32 buffer of at least `batch x head x rows x key` to write the scores into
+    (reusing one buffer across chunks avoids an allocation per chunk and the fragmentation it brings).
+    """
     b, h, q_len, d = query.shape
     kv, k_len = key_f32.shape[1], key_f32.shape[2]
-    q = query[:, :, rows].float()
+    q = query[:, :, rows].float() * scaling  # scaling the queries: one pass over [chunk, d], not [chunk, key]
     c = q.shape[2]
-    # GQA without copying keys: group query heads under their kv head.
-    s = torch.matmul(q.reshape(b, kv, (h // kv) * c, d), key_f32.transpose(-1, -2)).reshape(b, h, c, k_len)
-    s.mul_(scaling)
+    # GQA: query heads grouped under their kv head (`key_f32` may also hold one copy per query head).
+    out = None if workspace is None else workspace[: b * h * c * k_len].view(b, kv, (h // kv) * c, k_len)
+    s = torch.matmul(q.reshape(b, kv, (h // kv) * c, d), key_f32.transpose(-1, -2), out=out).view(b, h, c, k_len)
     if softcap is not None:
         s.div_(softcap).tanh_().mul_(softcap)
     bias = additive_bias(attention_mask, rows)
@@ -82,8 +88,32 @@ def chunk_scores(
     visible = visible_keys(
         attention_mask, batch=b, q_len=q_len, k_len=k_len, is_causal=is_causal, rows=rows, device=query.device
     )
-    s.masked_fill_(~visible[:, None], torch.finfo(torch.float32).min)
-    return s, visible
+    hidden = ~visible
+    cols = hidden.any(1).any(0).nonzero()
+    lo = int(cols[0]) if cols.numel() else k_len  # first key some row cannot see (causal: the diagonal block)
+    if lo < k_len:  # adding a [batch, 1, chunk, key] bias is ~4x faster than a broadcast masked_fill_
+        hide = torch.zeros(hidden[:, None, :, lo:].shape, dtype=torch.float32, device=s.device)
+        s[..., lo:].add_(hide.masked_fill_(hidden[:, None, :, lo:], torch.finfo(torch.float32).min))
+    return s, visible, lo
+
+
+def row_max(s: Float[Tensor, "... key"], block: int = 64) -> tuple[Tensor, Tensor]:
+    """(max, first argmax) over the last axis, like `s.max(-1)` but ~5x faster on CPU for long rows.
+
+    torch's max-with-indices and argmax are far slower than `amax` on CPU, so: block maxima with
+    `amax`, the winning block by a small `max`, then the first equal entry inside that block.
+    """
+    k = s.shape[-1]
+    n_blocks = k // block
+    if n_blocks < 4:
+        return s.max(-1)
+    maxima = s[..., : n_blocks * block].unflatten(-1, (n_blocks, block)).amax(-1)
+    if n_blocks * block < k:
+        maxima = torch.cat([maxima, s[..., n_blocks * block :].amax(-1, keepdim=True)], -1)
+    m, best = maxima.max(-1)  # the first block holding the maximum
+    index = (best[..., None] * block + torch.arange(block, device=s.device)).clamp_max(k - 1)
+    inside = (s.gather(-1, index) == m[..., None]).to(torch.uint8).argmax(-1)  # first equal entry
+    return m, best * block + inside
 
 
 @torch.no_grad()
@@ -117,76 +147,99 @@ def stats(
     kv, k_len = key.shape[1], key.shape[2]
     dev = query.device
     chunk = chunk or rows_per_chunk(b, h, k_len)
-    key_f32 = key.float()
-    value_f32 = value.float() if value is not None else None
+    # One key / value copy per query head: a batched matmul over kv heads alone (3 for SmolLM2) splits
+    # badly over CPU threads (measured: slower on 2 threads than on 1); per head it scales.
+    def per_head(x: Tensor) -> Tensor:
+        return x.float() if kv == h else x.float().repeat_interleave(h // kv, dim=1)
+
+    key_f32 = per_head(key)
+    value_f32 = per_head(value) if value is not None else None
     inside = span_indicator(span_bounds(spans, batch=b, k_len=k_len, device=dev), k_len)  # [b, span, key]
     n_spans, k_eff = inside.shape[1], min(top_k, k_len)
 
-    f32 = dict(dtype=torch.float32, device=dev)
-    lse, max_score, entropy = (torch.empty(b, h, q_len, **f32) for _ in range(3))
+    f32 = {"dtype": torch.float32, "device": dev}
+    # Per row, gathered chunk by chunk: max and argmax, sum_j e_j t_j, and one matmul of the
+    # unnormalised probabilities e with [value | 1 | span indicators] (the output, the row sum l and
+    # the span sums in one read of the [chunk, key] block). Row statistics are formed once at the end.
+    dv = value.shape[-1] if value is not None else 0
+    reduce_by = [value_f32] if value is not None else []
+    reduce_by.append(torch.ones(b, h, k_len, 1, **f32))
+    if n_spans:
+        reduce_by.append(inside.transpose(1, 2).to(torch.float32)[:, None].expand(b, h, k_len, n_spans))
+    reduce_by = torch.cat(reduce_by, -1)  # [batch, head, key, dv + 1 + span]
+    reduced = torch.empty(b, h, q_len, reduce_by.shape[-1], **f32)
+    max_score, et = torch.empty(b, h, q_len, **f32), torch.empty(b, h, q_len, **f32)
     argmax = torch.empty(b, h, q_len, dtype=torch.long, device=dev)
-    span_mass = torch.empty(b, h, q_len, n_spans, **f32)
+    top_score = torch.empty(b, h, q_len, k_eff, **f32)
     topk_index = torch.full((b, h, q_len, top_k), -1, dtype=torch.long, device=dev)
-    topk_prob = torch.zeros(b, h, q_len, top_k, **f32)
     n_visible = torch.empty(b, q_len, dtype=torch.long, device=dev)
     col_total = torch.zeros(b, h, k_len, **f32) if columns else None
     col_count = torch.zeros(b, k_len, dtype=torch.long, device=dev) if columns else None
-    out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype, device=dev) if value is not None else None
     sink = sinks.float().view(1, h, 1).to(dev) if sinks is not None else None  # [1, head, 1] logits
 
+    workspace = torch.empty(2, b * h * min(chunk, q_len) * k_len, **f32)  # scores and their exp, reused
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
         # A causal query never sees keys past its own position, so these rows need only the keys up to
         # the last row's: about half the work of the full [query, key] square over a whole prompt.
         k_end = k_len - q_len + rows.stop if is_causal else k_len
-        s, visible = chunk_scores(
+        s, visible, lo = chunk_scores(
             query, key_f32[:, :, :k_end], attention_mask, rows, scaling=scaling, is_causal=is_causal,
-            softcap=softcap,
+            softcap=softcap, workspace=workspace[0],
         )
-        n_vis = visible.sum(-1)  # [b, c]
-        empty = (n_vis == 0)[:, None]  # [b, 1, c]
-        m, arg = s.max(-1)
+        n_visible[:, rows] = visible.sum(-1)
+        m, argmax[:, :, rows] = row_max(s)
+        max_score[:, :, rows] = m
         if k_eff:
-            top_s, top_i = s.topk(k_eff, dim=-1)
+            top_score[:, :, rows], topk_index[:, :, rows, :k_eff] = s.topk(k_eff, dim=-1)
         shift = m if sink is None else torch.maximum(m, sink)
-        s.sub_(shift[..., None])  # shifted scores t <= 0; hidden keys stay hugely negative
-        e = torch.exp(s)
-        l_keys = e.sum(-1)
+        s.sub_(shift[..., None])  # shifted scores t <= 0
+        # exp is ~10x slower on CPU for arguments below -87 (results under float32's smallest normal):
+        # hidden keys get an ordinary argument here and an exact 0 after the exp (a visible key clamped
+        # here weighs < 2e-35 of the row's largest either way).
+        s[..., lo:].clamp_(min=-80.0)
+        e = torch.exp(s, out=workspace[1, : s.numel()].view(s.shape))
+        if lo < k_end:
+            e[..., lo:].mul_(visible[:, None, :, lo:].to(e.dtype))
         # sum_j e_j * t_j without another [b, h, c, key] buffer (einsum is ~2x a batched 1 x key @ key x 1 bmm).
-        et = torch.einsum("bhck,bhck->bhc", e, s)
-        # A learned sink is one more softmax column that is not a key: it takes mass, so keys sum to < 1.
-        l = l_keys if sink is None else l_keys + torch.exp(sink - shift)
-        inv_l = torch.where(empty, 0.0, 1.0 / l)
-        row_lse = shift + torch.log(l)
-
-        lse[:, :, rows] = torch.where(empty, 0.0, row_lse)
-        max_score[:, :, rows] = torch.where(empty, 0.0, m)
-        argmax[:, :, rows] = torch.where(empty, -1, arg)
-        # entropy of the keys' probabilities p_j = e_j / l:  sum_j p_j (log l - t_j)
-        entropy[:, :, rows] = torch.where(empty, 0.0, l_keys * inv_l * torch.log(l) - et * inv_l)
-        n_visible[:, rows] = n_vis
-        p = e.mul_(inv_l[..., None])  # probabilities; all-zero rows for queries that see nothing
-        if n_spans:
-            span_mass[:, :, rows] = torch.matmul(
-                p.reshape(b, h * p.shape[2], k_end), inside[:, :, :k_end].transpose(1, 2)
-            ).reshape(b, h, -1, n_spans)
-        if k_eff:
-            rank_ok = torch.arange(k_eff, device=dev) < n_vis[:, None, :, None]
-            top_p = torch.exp(top_s - row_lse[..., None])
-            topk_index[:, :, rows, :k_eff] = torch.where(rank_ok, top_i, -1)
-            topk_prob[:, :, rows, :k_eff] = torch.where(rank_ok, top_p, 0.0)
-        if columns:
-            col_total[..., :k_end] += p.sum(2)
+        et[:, :, rows] = torch.einsum("bhck,bhck->bhc", e, s)
+        reduced[:, :, rows] = part = torch.matmul(e, reduce_by[:, :, :k_end])
+        if columns:  # sum over rows of p = e / l: a [1, chunk] @ [chunk, key] product per head
+            inv_l, _ = _normaliser(part[..., dv], shift, sink, n_visible[:, rows])
+            col_total[..., :k_end] += torch.matmul(inv_l[:, :, None, :], e)[:, :, 0]
             col_count[..., :k_end] += visible.sum(1)
-        if value is not None:
-            c = p.shape[2]
-            o = torch.matmul(p.reshape(b, kv, -1, k_end), value_f32[:, :, :k_end]).reshape(b, h, c, -1)
-            out[:, rows] = o.transpose(1, 2).to(value.dtype)
-        del s, e, p
+        del s, e
 
-    rows_out = RowStats(lse, max_score, argmax, entropy, span_mass, topk_index, topk_prob, n_visible)
+    empty = (n_visible == 0)[:, None]  # [batch, 1, query]: rows that see no key report zeros
+    l_keys = reduced[..., dv]
+    shift = max_score if sink is None else torch.maximum(max_score, sink)
+    inv_l, l = _normaliser(l_keys, shift, sink, n_visible)
+    row_lse = shift + torch.log(l)
+    lse = torch.where(empty, 0.0, row_lse)
+    # entropy of the keys' probabilities p_j = e_j / l:  sum_j p_j (log l - t_j)
+    entropy = torch.where(empty, 0.0, l_keys * inv_l * torch.log(l) - et * inv_l)
+    span_mass = reduced[..., dv + 1 :] * inv_l[..., None]
+    topk_prob = torch.zeros(b, h, q_len, top_k, **f32)
+    if k_eff:
+        rank_ok = torch.arange(k_eff, device=dev) < n_visible[:, None, :, None]
+        topk_prob[..., :k_eff] = torch.where(rank_ok, torch.exp(top_score - row_lse[..., None]), 0.0)
+        topk_index[..., :k_eff] = torch.where(rank_ok, topk_index[..., :k_eff], -1)
+    out = None
+    if value is not None:
+        out = (reduced[..., :dv] * inv_l[..., None]).transpose(1, 2).to(value.dtype).contiguous()
+    rows_out = RowStats(lse, torch.where(empty, 0.0, max_score), torch.where(empty, -1, argmax), entropy,
+                        span_mass, topk_index, topk_prob, n_visible)
     cols_out = ColumnStats(col_total, col_count) if columns else None
     return rows_out, cols_out, out
+
+
+def _normaliser(l_keys: Tensor, shift: Tensor, sink: Tensor | None, n_visible: Tensor) -> tuple[Tensor, Tensor]:
+    """(1 / l, l) per row, l = sum of e over keys (+ the learned sink's e); 1/l = 0 for rows that see nothing.
+
+    A learned sink is one more softmax column that is not a key: it takes mass, so keys sum to < 1.
+    """
+    l = l_keys if sink is None else l_keys + torch.exp(sink - shift)
+    return torch.where((n_visible == 0)[:, None], 0.0, 1.0 / l), l
 
 
 @torch.no_grad()
@@ -211,9 +264,10 @@ def columns_from_lse(
     count = torch.zeros(b, k_len, dtype=torch.long, device=query.device)
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
-        s, visible = chunk_scores(
+        s, visible, _ = chunk_scores(
             query, key_f32, attention_mask, rows, scaling=scaling, is_causal=is_causal, softcap=softcap
         )
-        total += s.sub_(lse[:, :, rows, None].float()).exp_().mul_(visible[:, None]).sum(2)
+        s.sub_(lse[:, :, rows, None].float()).clamp_(min=-80.0)  # a fast exp: see stats()
+        total += s.exp_().mul_(visible[:, None]).sum(2)
         count += visible.sum(1)
     return ColumnStats(total, count)

@@ -5,24 +5,24 @@ proves nothing. This module trains, on CPU and reproducibly (fixed seed, 1 threa
 (d_model 128, 8 heads, word-level tokenizer) on the plain-format prompts of `interp.tasks.binding`
 and saves it as a standard transformers checkpoint, so every part of `interp` applies to it unchanged.
 
-The recipe (`OrganismConfig` defaults; every choice below was measured, see docs/binding.md):
+The recipe (every choice below was measured, see docs/binding.md):
 - all four templates; each context is followed by one question turn per group (the first is
   exactly the evaluation prompt), and a 4-d attention mask lets every turn see only the context and
   itself, so a context yields n independent evaluation prompts and no turn can answer by eliminating
   the answers of earlier turns (with plain causal turns the model learned exactly that shortcut and
   stayed at chance on the first question); loss on the answer tokens only;
-- curriculum: n = 2 only until the running answer accuracy passes 0.85, then n = 2..12 in one jump
-  (widening 2 at a time stalled on a solution that only handles n <= 3);
-- AdamW lr 2e-3, 100 warmup steps, cosine decay to 5%, batch 32 contexts, 4000 steps.
+- stage 1 (the `OrganismConfig` defaults): curriculum n = 2 only until the running answer accuracy
+  passes 0.85, then n = 2..12 in one jump (widening 2 at a time stalled on a solution that only
+  handles n <= 3); AdamW lr 2e-3, 100 warmup steps, cosine decay to 5%, batch 32, 4000 steps;
+- stage 2: from stage 1's weights, n = 2..12 at lr 1e-3 on a 6000-step cosine, stopped at 2000.
 
-    python -m interp.organisms.binding --out data/binding_organism
-    python -m interp.organisms.binding --out /tmp/try --set lr=0.001 --set n_heads=4   # variants
+    python -m interp.organisms.binding --out runs/organism/stage1
+    python -m interp.organisms.binding --out data/binding_organism --init runs/organism/stage1 \\
+        --steps 2000 --seed 1 --set start_groups=12 --set lr=0.001 --set cosine_steps=6000
 
-Measured: 0.14 s per step at n = 2 and ~0.4 s per step at n = 2..12 on the shared 2-core box
-(1 thread, load average ~10); the default 4000 steps took 1349 s.
-Status: NOT yet at the >= 95% target. The default run reaches held-out 0.64-1.00 at n = 5-6 and
-0.46-0.73 at n = 10 and was still improving when its schedule ended (docs/binding.md); longer runs
-(`--steps 10000`) are the next thing to try. It checkpoints every `checkpoint_every` steps.
+Measured on the shared 2-core box (1 thread): stage 1 1349 s (0.67 running train accuracy at its
+end), stage 2 837 s (0.999); the shipped weights answer 100% of held-out prompts at n = 3..10 for
+every template. Both stages are deterministic; each checkpoints every `checkpoint_every` steps.
 
 Load it like any model:
 
@@ -61,6 +61,7 @@ class OrganismConfig:
     n_kv_heads: int = 8
     d_mlp: int = 256
     steps: int = 4000
+    cosine_steps: int = 0  # length of the cosine schedule (0: `steps`); a run may stop before it ends
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 100
@@ -70,6 +71,7 @@ class OrganismConfig:
     start_groups: int = 2  # curriculum: n = min_groups..start_groups until the model answers them
     widen_at: float = 0.85  # ... then widen the range by `widen_by` whenever the running answer accuracy passes this
     widen_by: int = 10  # (one jump to 2..12: widening by 2 at a time got stuck on a solution for n <= 3 only)
+    widen_lr: float = 0.0  # peak learning rate from the widening on (0: keep `lr`)
     checkpoint_every: int = 250
     lm_weight: float = 0.0  # weight of an auxiliary next-token loss on every other token (context and questions)
     max_questions: int = 0  # question/answer turns per context; 0 = every group once (denser signal)
@@ -163,8 +165,12 @@ def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random
     return ids, mask[:, None], pos, labels
 
 
-def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True):
-    """Train the organism; return (model, tokenizer, log dict). Saves to `out` when given."""
+def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True, init: Path | None = None):
+    """Train the organism; return (model, tokenizer, log dict). Saves to `out` when given.
+
+    `init`: continue from the weights of a saved organism (a second stage of a recipe; its recipe.json
+    is kept under `log["init"]` so the whole history stays in the output).
+    """
     from rich.progress import Progress
 
     torch.manual_seed(cfg.seed)
@@ -172,11 +178,19 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
     rng = random.Random(cfg.seed)
     tokenizer = build_tokenizer()
     model = build_model(cfg, len(tokenizer))
+    parent = None
+    if init is not None:
+        start_model, _ = load_organism(init)
+        model.load_state_dict(start_model.state_dict())
+        parent = json.loads((Path(init) / "recipe.json").read_text())
     tasks = [BindingTask(name, tokenizer) for name in TEMPLATES]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, cosine decay to 5%
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
+    horizon = max(1, cfg.cosine_steps or cfg.steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, cosine decay to 5% at `horizon`
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / horizon))))
     log, start, ema, ema_acc = {"loss": [], "widen": []}, time.time(), None, 0.0
+    if parent is not None:
+        log["init"] = {"path": str(init), "config": parent["config"], "log": parent["log"]}
     groups = min(cfg.start_groups, cfg.max_groups) if cfg.start_groups else cfg.max_groups
     model.train()
     with Progress(disable=not progress) as bar:
@@ -202,6 +216,8 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
             ema_acc = 0.95 * ema_acc + 0.05 * acc
             if groups < cfg.max_groups and ema_acc > cfg.widen_at:  # curriculum: widen the range of n
                 groups, ema_acc = min(cfg.max_groups, groups + cfg.widen_by), 0.0
+                if cfg.widen_lr:
+                    sched.base_lrs = [cfg.widen_lr for _ in sched.base_lrs]
                 log["widen"].append((step, groups))
                 if not progress:
                     print(f"step {step}: n = {cfg.min_groups}..{groups}", flush=True)
@@ -259,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=OrganismConfig.seed)
     parser.add_argument("--threads", type=int, default=OrganismConfig.threads)
     parser.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    parser.add_argument("--init", type=Path, default=None, help="continue from a saved organism's weights")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any OrganismConfig field, e.g. --set lr=0.01 --set d_model=96")
     args = parser.parse_args(argv)
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         kind = type(getattr(OrganismConfig, name))
         overrides[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     cfg = OrganismConfig(steps=args.steps, seed=args.seed, threads=args.threads, **overrides)
-    _, _, log = train(cfg, args.out, progress=not args.quiet)
+    _, _, log = train(cfg, args.out, progress=not args.quiet, init=args.init)
     for name, rep in log["heldout"].items():
         print(name, {n: round(a, 3) for n, a in rep["by_n"].items()})
     print(f"trained in {log['train_seconds']} s; saved to {args.out}")

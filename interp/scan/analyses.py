@@ -157,18 +157,19 @@ def _retrieval_available():
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
-    from interp.analyze.retrieval import TrialResult, run_trials, scores_from_results
+    from interp.analyze.decoding import PrefixCache
+    from interp.analyze.retrieval import TrialResult, prefix_order, run_trials, scores_from_results
     from interp.tasks.niah import NEEDLES, NiahConfig, build_trials
 
     niah = NiahConfig(lengths=tuple(config.lengths), depths=tuple(config.depths),
                       needles=NEEDLES[: config.n_needles])
-    trials = build_trials(model.tokenizer, niah, n_ctx=model.adapter.n_ctx)
+    trials = prefix_order(build_trials(model.tokenizer, niah, n_ctx=model.adapter.n_ctx))
     groups = [trials[i:i + config.batch_size] for i in range(0, len(trials), config.batch_size)]
-    results = []
+    results, prefix = [], PrefixCache()  # one prefix cache across groups: each trial reuses the one before
     for i, group in enumerate(groups):
         def compute(group=group):
             out = []
-            for batch in run_trials(model, group, batch_size=config.batch_size,
+            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix,
                                     max_new_tokens=config.max_new_tokens, score=True, progress=False):
                 out += [r.to_json() for r in batch]
             return out

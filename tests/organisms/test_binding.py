@@ -28,22 +28,21 @@ def organism():
 
 @pytest.mark.parametrize("template", list(TEMPLATES))
 def test_shipped_organism_binds_held_out_prompts(organism, template):
-    """The shipped organism is a PARTIAL one (the >= 95% goal is not reached; data/binding_organism/README.md).
+    """>= 95% held-out accuracy at every n = 5..10 (the issue's bar), argmax over the WHOLE vocabulary.
 
-    What it does reach, measured on this seed with 40 prompts per n (chance = 1/n): 0.55-1.00 at n = 5,
-    0.60-0.88 at n = 7, 0.55-0.83 at n = 10. The floor asserted here is 2.5x chance, below every measured
-    value, so the test fails if the weights stop binding (an organism at chance would score ~1/n).
+    40 fresh prompts per n from a seed neither training nor the recipe's evaluation used (measured:
+    1.00 everywhere; data/binding_organism/README.md).
     """
     model, tok = organism
     task = BindingTask(template, tok)
-    rng = random.Random(123_456)  # a seed neither training nor the recipe's evaluation used
-    for n in (5, 7, 10):
+    rng = random.Random(123_456)
+    for n in range(5, 11):
         prompts = [task.sample(n, rng=rng) for _ in range(40)]
         batch = tokenize_prompts(tok, prompts)
         with torch.no_grad():
-            top = model(**batch.batch()).logits[:, -1].argmax(-1)  # over the WHOLE vocabulary
+            top = model(**batch.batch()).logits[:, -1].argmax(-1)
         answers = torch.tensor(tok.convert_tokens_to_ids([p.target for p in prompts]))
-        assert (top == answers).float().mean() >= 2.5 / n, f"{template}, n={n}"
+        assert (top == answers).float().mean() >= 0.95, f"{template}, n={n}"
 
 
 def test_tokenizer_covers_every_template_word():
@@ -74,4 +73,15 @@ def test_training_is_seeded():
     b, _, log_b = train(cfg, progress=False)
     assert log_a["loss"] == log_b["loss"]
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+
+
+def test_second_stage_starts_from_the_saved_weights(tmp_path):
+    cfg = OrganismConfig(d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, d_mlp=32, steps=2, batch_size=4,
+                         max_groups=4, eval_groups=(3,), eval_per_position=1)
+    first, _, _ = train(cfg, tmp_path / "stage1", progress=False)
+    cfg.steps, cfg.seed = 0, 1  # no step taken: the second stage's model is exactly the first's
+    second, _, log = train(cfg, init=tmp_path / "stage1", progress=False)
+    assert log["init"]["config"]["steps"] == 2 and log["init"]["path"] == str(tmp_path / "stage1")
+    for (name, pa), pb in zip(first.named_parameters(), second.parameters()):
         assert torch.equal(pa, pb), name

@@ -1,0 +1,87 @@
+"""Prefix-reusing, batched greedy decoding == `generate` one prompt at a time; scores == the padded path."""
+
+import pytest
+import torch
+from tiny import tiny_model
+
+from interp.analyze.decoding import PrefixCache, common_prefix, greedy, supports_prefix_decoding
+from interp.analyze.retrieval import _run_padded, run_trials
+from interp.intervene.ablate import HeadAblation
+from interp.models.model import as_model
+from interp.tasks.niah import Needle, Trial
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tiny import DigitsTokenizer
+
+    hf = tiny_model("llama", seed=3)
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():  # only ids 3..11 can be generated, so heads copy prompt tokens
+        keep = torch.zeros(hf.lm_head.weight.shape[0], dtype=torch.bool)
+        keep[3:12] = True
+        hf.lm_head.weight[~keep] = 0.0
+        hf.lm_head.weight[keep] *= 10.0
+    return as_model(hf, tokenizer=DigitsTokenizer())
+
+
+def shared_haystack_trials():
+    """Two needles x three depths over one haystack each: trials of a needle share the text before it."""
+    g = torch.Generator().manual_seed(0)
+    trials = []
+    for n in range(2):
+        hay = torch.randint(3, 12, (60,), generator=g).tolist()
+        needle_ids = [8, 10, 5, 11] if n == 0 else [10, 5, 11, 8]  # what the tiny model generates: copies happen
+        needle = Needle(f"needle {n} code 7", "?", "7", "")
+        for d, cut in enumerate((20, 30, 45)):
+            ids = hay[:cut] + needle_ids + hay[cut:48] + [5, 6]
+            trials.append(Trial(f"n{n}-d{d}", needle, len(ids), d / 2, ids, (cut, cut + 4), (cut, cut + 4)))
+    return trials
+
+
+def test_greedy_equals_generate_one_prompt_at_a_time(tiny):
+    prompts = [t.input_ids for t in shared_haystack_trials()]
+    prefix = PrefixCache(min_tokens=4)
+    out = greedy(tiny, prompts, max_new_tokens=5, eos=set(), pad_id=0, prefix=prefix)
+    for row, ids in enumerate(prompts):
+        want = tiny.hf.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False, pad_token_id=0)
+        assert out.sequences[row, out.prompt_len:].tolist() == want[0, len(ids):].tolist()
+        assert out.sequences[row, out.pads[row]:out.prompt_len].tolist() == ids
+
+
+def test_prefix_cache_reuses_the_shared_haystack(tiny, monkeypatch):
+    trials = shared_haystack_trials()
+    reused = []
+    start = PrefixCache.start
+
+    def spy(self, ids):
+        cache, n = start(self, ids)
+        reused.append(n)
+        return cache, n
+
+    monkeypatch.setattr(PrefixCache, "start", spy)
+    list(run_trials(tiny, trials, batch_size=2, max_new_tokens=3, progress=False))
+    # deepest needle first: after the first trial of each needle, each starts from its whole haystack prefix
+    assert reused == [0, 30, 20, 0, 30, 20]
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "both"])
+def test_scores_and_ablations_equal_the_padded_generate_path(tiny, phase):
+    trials = shared_haystack_trials()
+    edits = [HeadAblation([(0, 1), (1, 2)], mode="zero", phase=phase)]
+    fast = {r.id: r for b in run_trials(tiny, trials, batch_size=4, max_new_tokens=5, edits=edits, score=True,
+                                        progress=False) for r in b}
+    slow = {r.id: r for b in _run_padded(tiny, trials, 4, 5, edits, True, False) for r in b}
+    assert fast.keys() == slow.keys()
+    for i, want in slow.items():
+        assert fast[i].output == want.output
+        torch.testing.assert_close(fast[i].scores, want.scores, rtol=0, atol=1e-6)
+    assert sum(r.scores.sum() for r in slow.values()) > 0  # heads did copy: not a comparison of zeros
+
+
+def test_models_with_sliding_window_caches_take_the_general_path():
+    assert supports_prefix_decoding(tiny_model("llama"))
+    assert not supports_prefix_decoding(tiny_model("gemma2"))  # sliding-window cache layers
