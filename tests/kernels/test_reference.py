@@ -108,3 +108,15 @@ def test_bad_inputs_raise_clear_errors():
         attention_stats(q, k[:, :2], None, scaling=1.0, is_causal=True, spans=torch.zeros(2, 1, 2))
     with pytest.raises(InterpError, match="unknown stats backend"):
         attention_stats(q, k[:, :2], None, scaling=1.0, is_causal=True, backend="cuda-magic")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("k", [5, 64, 255, 256, 300, 2049])
+def test_row_max_equals_torch_max_with_first_index_on_ties(k):
+    g = torch.Generator().manual_seed(k)
+    s = torch.randint(-3, 3, (2, 3, 7, k), generator=g).float()  # few values: many ties per row
+    s[0, 0, 0] = torch.finfo(torch.float32).min  # a fully hidden row
+    m, arg = reference.row_max(s)
+    assert torch.equal(m, s.amax(-1))
+    first = (s == s.amax(-1, keepdim=True)).float().argmax(-1)  # first maximal key, computed independently
+    assert torch.equal(arg, first)
