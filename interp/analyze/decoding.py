@@ -9,7 +9,7 @@ after it, so a prompt starts from the previous prompt's cache cut to their commo
 where batching does pay, runs on the prompts' caches stacked with left padding.
 
     >>> prefix = PrefixCache()
-    >>> out = greedy(m, [ids_a, ids_b], max_new_tokens=8, eos={2}, prefix=prefix)  # doctest: +SKIP
+    >>> out = greedy(m, [ids_a, ids_b], max_new_tokens=8, eos={2}, pad_id=0, prefix=prefix)  # doctest: +SKIP
     >>> out.sequences[:, out.prompt_len:]                                          # generated tokens
 
 Runs inside an open `capture(...)` session when the caller wants probes or edits: every forward
@@ -121,7 +121,7 @@ def greedy(
         sequences[row, pads[row]:] = torch.tensor(ids)
     tokens = torch.stack(first).cpu()
     generated = [tokens]
-    done = torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long)) if eos else torch.zeros_like(tokens, dtype=bool)
+    done = _is_eos(tokens, eos)
     cache = _stack(caches, pads) if max_new_tokens > 1 and not bool(done.all()) else None
     mask = (torch.arange(width)[None] >= pads[:, None]).long()
     for step in range(1, max_new_tokens):
@@ -140,9 +140,14 @@ def greedy(
         cache = out.cache
         tokens = out.logits[:, -1].argmax(-1).cpu()
         generated.append(tokens)
-        if eos:
-            done |= torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long))
+        done |= _is_eos(tokens, eos)
     return Decoded(torch.cat([sequences, torch.stack(generated, 1)], 1), pads, width, len(generated))
+
+
+def _is_eos(tokens: Int[Tensor, " batch"], eos: set[int]) -> Tensor:
+    if not eos:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    return torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long))
 
 
 def _stack(caches: Sequence[DynamicCache], pads: Tensor) -> DynamicCache:

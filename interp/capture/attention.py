@@ -94,7 +94,8 @@ def _select_keys(mask, indices: torch.Tensor, k_len: int, dtype) -> torch.Tensor
     dropped = torch.ones(*indices.shape[:2], k_len, dtype=torch.bool, device=indices.device)
     dropped = dropped.scatter(-1, indices.long(), False)[:, None]
     if mask is None:
-        return torch.zeros(dropped.shape, dtype=dtype, device=dropped.device).masked_fill(dropped, torch.finfo(dtype).min)
+        hide = torch.zeros(dropped.shape, dtype=dtype, device=dropped.device)
+        return hide.masked_fill(dropped, torch.finfo(dtype).min)
     if mask.dtype == torch.bool:
         return mask & ~dropped
     return mask.masked_fill(dropped, torch.finfo(mask.dtype).min)

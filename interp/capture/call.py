@@ -98,7 +98,8 @@ class AttentionCall:
             b, h, _, d = self.query.shape
             kv = self.key.shape[1]
             q = self.query[:, :, rows].float()
-            s = torch.matmul(q.reshape(b, kv, -1, d), self.key.float().transpose(-1, -2)).reshape(b, h, q.shape[2], -1)
+            s = torch.matmul(q.reshape(b, kv, -1, d), self.key.float().transpose(-1, -2))
+            s = s.reshape(b, h, q.shape[2], -1)
             s = s * self.scaling
             heads = self._heads(None)
         else:
