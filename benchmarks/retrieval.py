@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.analyze.retrieval import _eos_ids, run_trials
+from interp.analyze.trials import _eos_ids, run_trials
 from interp.tasks.niah import NEEDLES, NiahConfig, Trial, build_trials, rouge1_recall
 
 

@@ -11,7 +11,7 @@ How it is computed here: prefill and decoding run through SDPA; a tiny probe (`D
 per forward pass, only the argmax key of the newest query row of every head (`batch x head`
 integers per layer and step), never a full pattern. Each prompt is prefilled on its own, starting
 from the cached haystack it shares with the previous trial; decoding runs many trials per batch
-(`interp.analyze.decoding`).
+(the runner: `interp.analyze.trials`; its decoding: `interp.analyze.decoding`).
 
     >>> import interp
     >>> from interp.tasks.niah import NiahConfig, build_trials
@@ -26,265 +26,25 @@ integers. An interrupted scan resumes from `checkpoint` (one JSON line per finis
 """
 
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
-from interp.analyze.decoding import PrefixCache, greedy, supports_prefix_decoding
-from interp.capture import AttentionCall, Probe, capture
+from interp.analyze.trials import (  # the runner; re-exported here, where the score is defined
+    RECALL_THRESHOLD,
+    DecodeArgmax,
+    TrialResult,
+    copy_hits,
+    prefix_order,
+    run_trials,
+)
 from interp.errors import InterpError
-from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
-from interp.tasks.niah import Trial, batches, rouge1_recall
-
-RECALL_THRESHOLD = 0.5  # the official code counts trials with ROUGE-1 recall > 50
-
-
-@dataclass
-class DecodeArgmax(Probe):
-    """Per forward pass and layer, the argmax key (absolute position) of each head's newest query row.
-
-    `argmax()` stacks them as `[step, layer, batch, head]`. Costs one `batch x head x key` row per
-    layer and step; the attention output stays SDPA's (edits by other probes are seen).
-    """
-
-    stack: str | None = None
-    _steps: dict = field(default_factory=dict, repr=False)
-    _n_layers: int = 0
-
-    def begin(self, model) -> None:
-        self.stack = self.stack or model.adapter.main_stack
-        self._n_layers = model.adapter.n_layers(self.stack)
-        self._steps = {}
-
-    def wants(self, stack: str, layer: int) -> bool:
-        return stack == self.stack
-
-    def record(self, call: AttentionCall, z) -> None:
-        last = slice(call.q_len - 1, call.q_len)
-        w = call.weights(rows=last)[:, :, 0]  # [batch, head, key], fp32, edits included
-        self._steps.setdefault(call.step, {})[call.layer] = w.argmax(-1) + call.key_offset
-
-    def take(self) -> Int[Tensor, "layer batch head"]:
-        """The latest forward pass's argmax keys, removed from the record."""
-        layers = self._steps.pop(max(self._steps))
-        return torch.stack([layers[l] for l in range(self._n_layers)])
-
-    def argmax(self) -> Int[Tensor, "step layer batch head"]:
-        steps = sorted(self._steps)
-        return torch.stack([torch.stack([self._steps[s][l] for l in range(self._n_layers)]) for s in steps])
-
-
-def copy_hits(
-    argmax: Int[Tensor, "step layer batch head"],
-    sequences: Int[Tensor, "batch pos"],
-    prompt_len: int,
-    answer_span: Int[Tensor, "batch 2"],
-    n_steps: Int[Tensor, " batch"],
-) -> Float[Tensor, "batch layer head"]:
-    """The paper's per-trial score: sum over valid steps of 1/len(span) where a head's argmax copies.
-
-    Step `s` produced token `sequences[:, prompt_len + s]`; it is valid for a row while `s < n_steps`.
-    """
-    n_steps_total = argmax.shape[0]
-    generated = sequences[:, prompt_len : prompt_len + n_steps_total]  # [batch, step]
-    key_tokens = torch.gather(
-        sequences[None, None].expand(n_steps_total, argmax.shape[1], -1, -1),
-        3,
-        argmax.clamp_max(sequences.shape[1] - 1),
-    )  # [step, layer, batch, head]
-    start, stop = answer_span[:, 0], answer_span[:, 1]
-    inside = (argmax >= start[None, None, :, None]) & (argmax < stop[None, None, :, None])
-    same = key_tokens == generated.T[:, None, :, None]
-    valid = torch.arange(n_steps_total)[:, None] < n_steps[None, :]  # [step, batch]
-    hits = (inside & same & valid[:, None, :, None]).sum(0).float()  # [layer, batch, head]
-    return (hits / (stop - start).float()[None, :, None]).permute(1, 0, 2)
-
-
-@dataclass
-class TrialResult:
-    """One finished trial: what the model answered, its recall, and (for a scan) its per-head scores."""
-
-    id: str
-    output: str
-    recall: float
-    scores: Float[Tensor, "layer head"] | None = None
-
-    @property
-    def recalled(self) -> bool:
-        return self.recall > RECALL_THRESHOLD
-
-    def to_json(self) -> dict:
-        record = {"id": self.id, "output": self.output, "recall": self.recall}
-        if self.scores is not None:
-            record["scores"] = self.scores.tolist()
-        return record
-
-
-def prefix_order(trials: Sequence[Trial]) -> list[Trial]:
-    """Trials ordered for prefix reuse: by needle (one haystack window each), deepest needle first.
-
-    Each trial's haystack before its needle is then a prefix of the trial before it, so its prompt
-    pass starts from that trial's KV cache (`interp.analyze.decoding.PrefixCache`).
-    """
-    needles = {}
-    for t in trials:
-        needles.setdefault(t.needle.text, len(needles))
-    return sorted(trials, key=lambda t: (needles[t.needle.text], -t.needle_span[0], t.id))
-
-
-def run_trials(
-    model,
-    trials: Sequence[Trial],
-    *,
-    batch_size: int = 8,
-    max_new_tokens: int = 8,
-    edits: Sequence[Probe] = (),
-    score: bool = False,
-    progress: bool | str = True,
-    prefix: PrefixCache | None = None,
-) -> Iterator[list[TrialResult]]:
-    """Generate greedily for `trials`, `batch_size` at a time; yield each batch's results as it finishes.
-
-    `edits` (e.g. head ablations) apply during the whole generation; `score=True` also computes the
-    retrieval score of every trial (`TrialResult.scores`). Trials run in `prefix_order`; each prompt
-    is prefilled on its own over the previous prompt's cached prefix and decoding is batched
-    (`interp.analyze.decoding`); pass one `prefix` to several calls to reuse across them. Models
-    whose cache cannot be cut and stacked (sliding windows, hybrids), and edits other than head
-    ablations (they may keep state between passes), take `generate` on left-padded batches instead.
-    """
-    m = as_model(model)
-    if not all(isinstance(e, HeadAblation) for e in edits) or not supports_prefix_decoding(m.hf):
-        yield from _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress)
-        return
-    tok = m.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = _eos_ids(m)
-    prefix = prefix or PrefixCache()
-    order = prefix_order(trials)
-    with _progress(progress, len(trials)) as advance:
-        for i in range(0, len(order), batch_size):
-            group = order[i : i + batch_size]
-            steps = _ArgmaxSteps(DecodeArgmax(), len(group)) if score else None
-            with capture(m, edits=list(edits), probes=[steps.probe] if steps else []):
-                out = greedy(m, [t.input_ids for t in group], max_new_tokens=max_new_tokens, eos=eos,
-                             pad_id=pad_id, prefix=prefix, after_forward=steps)
-            seq = out.sequences
-            new = seq[:, out.prompt_len :]
-            n_steps = _valid_steps(new, eos)
-            scores = None
-            if steps is not None:
-                spans = torch.tensor([t.answer_span for t in group]) + out.pads[:, None]
-                scores = copy_hits(steps.argmax(out.pads), seq, out.prompt_len, spans, n_steps)
-            advance(len(group))
-            yield _results(tok, group, new, n_steps, scores)
-
-
-@dataclass
-class _ArgmaxSteps:
-    """Collects `DecodeArgmax` after each forward of `greedy`: every prompt's pass (batch 1, the prompt's
-    own key positions), then the batched decoding steps (left-padded key positions)."""
-
-    probe: DecodeArgmax
-    n_prompts: int
-    prompts: list = field(default_factory=list)
-    steps: list = field(default_factory=list)
-
-    def __call__(self) -> None:
-        (self.prompts if len(self.prompts) < self.n_prompts else self.steps).append(self.probe.take())
-
-    def argmax(self, pads: Int[Tensor, " batch"]) -> Int[Tensor, "step layer batch head"]:
-        """All steps in padded key positions (the first step is the prompt passes' last rows)."""
-        first = torch.cat(self.prompts, 1) + pads[None, :, None].to(self.prompts[0].device)
-        return torch.stack([first, *self.steps]).cpu()
-
-
-def _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress) -> Iterator[list[TrialResult]]:
-    """The general path: `generate` on left-padded batches (any cache, any editor)."""
-    tok = m.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = _eos_ids(m)
-    with _progress(progress, len(trials)) as advance:
-        for group, batch in batches(trials, batch_size, pad_id, device=m.device):
-            probe = DecodeArgmax() if score else None
-            with capture(m, edits=list(edits), probes=[probe] if probe else []):
-                seq = m.hf.generate(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=pad_id,
-                    eos_token_id=sorted(eos),
-                )
-            prompt_len = batch["input_ids"].shape[1]
-            new = seq[:, prompt_len:].cpu()
-            n_steps = _valid_steps(new, eos)
-            scores = None
-            if probe is not None:
-                scores = copy_hits(
-                    probe.argmax().cpu(), seq.cpu(), prompt_len, batch["answer_span"].cpu(), n_steps
-                )
-            advance(len(group))
-            yield _results(tok, group, new, n_steps, scores)
-
-
-def _results(
-    tok, group: Sequence[Trial], new: Tensor, n_steps: Tensor, scores: Tensor | None
-) -> list[TrialResult]:
-    results = []
-    for row, trial in enumerate(group):
-        text = tok.decode(new[row, : n_steps[row]].tolist(), skip_special_tokens=True)
-        results.append(TrialResult(trial.id, text, rouge1_recall(trial.needle.answer, text),
-                                   None if scores is None else scores[row]))
-    return results
-
-
-def _eos_ids(m) -> set[int]:
-    eos = m.hf.generation_config.eos_token_id if m.hf.generation_config is not None else None
-    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if m.tokenizer.eos_token_id is not None:
-        eos.add(m.tokenizer.eos_token_id)
-    return eos
-
-
-def _valid_steps(new: Tensor, eos: set[int]) -> Int[Tensor, " batch"]:
-    """Generated tokens before the first end-of-sequence token, per row."""
-    is_eos = (
-        torch.isin(new, torch.tensor(sorted(eos), dtype=new.dtype))
-        if eos
-        else torch.zeros_like(new, dtype=bool)
-    )
-    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(new[:, 0], new.shape[1]))
-    return first
-
-
-class _progress:
-    """A rich progress bar over trials (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool | str, total: int):
-        self.enabled, self.total = enabled, total
-        self.label = enabled if isinstance(enabled, str) else "trials"
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=False)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
+from interp.tasks.niah import Trial
 
 
 @dataclass

@@ -5,7 +5,7 @@ import torch
 from tiny import tiny_model
 
 from interp.analyze.decoding import PrefixCache, common_prefix, greedy, supports_prefix_decoding
-from interp.analyze.retrieval import _run_padded, run_trials
+from interp.analyze.trials import _run_padded, run_trials
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
 from interp.tasks.niah import Needle, Trial
