@@ -1,8 +1,9 @@
 """Wall time and peak memory of capturing every head's attention, interp vs peers (not a test).
 
 CPU mode (default) runs SmolLM2-135M on one prompt of N tokens per method, each measurement in
-its own subprocess so peak memory is per method (time: the fastest of `--repeats` runs, default 3;
-memory: the peak over all of them):
+its own subprocess so peak memory is per method, after a 32-token warm-up run of the same method (time:
+the fastest of `--repeats` runs, default 3; memory: the peak over all of them above the resident size
+after the warm-up):
 
 | method   | what runs                                                                 |
 |----------|---------------------------------------------------------------------------|
@@ -76,7 +77,7 @@ def child(method: str, n: int, repeats: int = 1) -> dict:
     if method == "eager":
         m.hf.set_attn_implementation("eager")
 
-    def run():
+    def run(ids=ids):
         with torch.no_grad():
             if method == "sdpa":
                 m.hf(input_ids=ids)
@@ -97,7 +98,7 @@ def child(method: str, n: int, repeats: int = 1) -> dict:
                         saved.append(layer.self_attn.output[1].save())
                 return saved
 
-    run() if n <= 256 else None  # tiny warm-up only for small sizes (imports, lazy init)
+    run(ids[:, :32])  # a 32-token warm-up: lazy imports and library init are no part of any method's cost
     times = []
     with PeakRSS() as mem:  # peak over all repeats; time = the fastest (page faults make single runs noisy)
         for _ in range(repeats):

@@ -66,12 +66,16 @@ def chunk_scores(
     is_causal: bool,
     softcap: float | None,
     workspace: Tensor | None = None,
-) -> tuple[Float[Tensor, "batch head query key"], Tensor, int]:
+    triangle: Tensor | None = None,
+) -> tuple[Float[Tensor, "batch head query key"], Tensor | None, int]:
     """fp32 scores of the query rows `rows` (hidden keys at about float32's minimum), the visibility
     `[batch, query, key]`, and the first key some row cannot see (`k_len` if none).
 
     `workspace`: a flat fp32 buffer of at least `batch x head x rows x key` to write the scores into
     (reusing one buffer across chunks avoids an allocation per chunk and the fragmentation it brings).
+    `triangle`: for a plain causal prompt (no mask, queries at the end of the keys, keys cut at the last
+    row's position) the `[rows, rows]` bias of the diagonal block, see `causal_triangle`; visibility
+    is then implied and returned as None.
     """
     b, h, q_len, d = query.shape
     kv, k_len = key_f32.shape[1], key_f32.shape[2]
@@ -82,6 +86,9 @@ def chunk_scores(
     s = torch.matmul(q.reshape(b, kv, (h // kv) * c, d), key_f32.transpose(-1, -2), out=out).view(b, h, c, k_len)
     if softcap is not None:
         s.div_(softcap).tanh_().mul_(softcap)
+    if triangle is not None:  # plain causal: only the diagonal block hides keys, always the same way
+        s[..., k_len - c :].add_(triangle[:c, :c])
+        return s, None, k_len - c
     bias = additive_bias(attention_mask, rows)
     if bias is not None:
         s.add_(bias[..., :k_len].float())
@@ -95,6 +102,11 @@ def chunk_scores(
         hide = torch.zeros(hidden[:, None, :, lo:].shape, dtype=torch.float32, device=s.device)
         s[..., lo:].add_(hide.masked_fill_(hidden[:, None, :, lo:], torch.finfo(torch.float32).min))
     return s, visible, lo
+
+
+def causal_triangle(size: int, device) -> Float[Tensor, "query key"]:
+    """Additive bias of a causal diagonal block: 0 on and below the diagonal, float32's minimum above."""
+    return torch.full((size, size), torch.finfo(torch.float32).min, device=device).triu_(1)
 
 
 def row_max(s: Float[Tensor, "... key"], block: int = 64) -> tuple[Tensor, Tensor]:
@@ -158,88 +170,88 @@ def stats(
     n_spans, k_eff = inside.shape[1], min(top_k, k_len)
 
     f32 = {"dtype": torch.float32, "device": dev}
-    # Per row, gathered chunk by chunk: max and argmax, sum_j e_j t_j, and one matmul of the
-    # unnormalised probabilities e with [value | 1 | span indicators] (the output, the row sum l and
-    # the span sums in one read of the [chunk, key] block). Row statistics are formed once at the end.
+    # Per chunk: max and argmax of the scores, then torch's fused softmax p (one cache-friendly pass
+    # per row), and from p: the output and span masses in one matmul with [value | span indicators],
+    # sum_j p_j s_j (entropy), column sums, and the log-sum-exp from the top key: p_argmax = 1 / l.
     dv = value.shape[-1] if value is not None else 0
     reduce_by = [value_f32] if value is not None else []
-    reduce_by.append(torch.ones(b, h, k_len, 1, **f32))
     if n_spans:
         reduce_by.append(inside.transpose(1, 2).to(torch.float32)[:, None].expand(b, h, k_len, n_spans))
-    reduce_by = torch.cat(reduce_by, -1)  # [batch, head, key, dv + 1 + span]
-    reduced = torch.empty(b, h, q_len, reduce_by.shape[-1], **f32)
-    max_score, et = torch.empty(b, h, q_len, **f32), torch.empty(b, h, q_len, **f32)
+    reduce_by = torch.cat(reduce_by, -1) if reduce_by else None  # [batch, head, key, dv + span]
+    reduced = torch.zeros(b, h, q_len, dv + n_spans, **f32)
+    max_score, ps, p_top = (torch.empty(b, h, q_len, **f32) for _ in range(3))
     argmax = torch.empty(b, h, q_len, dtype=torch.long, device=dev)
     top_score = torch.empty(b, h, q_len, k_eff, **f32)
     topk_index = torch.full((b, h, q_len, top_k), -1, dtype=torch.long, device=dev)
     n_visible = torch.empty(b, q_len, dtype=torch.long, device=dev)
-    col_total = torch.zeros(b, h, k_len, **f32) if columns else None
+    col_p = torch.zeros(b, h, k_len, **f32) if columns else None  # sum over rows of the keys-only softmax
     col_count = torch.zeros(b, k_len, dtype=torch.long, device=dev) if columns else None
-    sink = sinks.float().view(1, h, 1).to(dev) if sinks is not None else None  # [1, head, 1] logits
 
-    workspace = torch.empty(2, b * h * min(chunk, q_len) * k_len, **f32)  # scores and their exp, reused
+    # A plain causal prompt (no mask): visibility is the triangle, its counts are known in closed form.
+    triangle = causal_triangle(min(chunk, q_len), dev) if attention_mask is None and is_causal else None
+    if triangle is not None:
+        n_visible[:] = torch.arange(k_len - q_len + 1, k_len + 1, device=dev)
+        if columns:
+            col_count[:] = q_len - (torch.arange(k_len, device=dev) - (k_len - q_len)).clamp(min=0)
+    workspace = torch.empty(2, b * h * min(chunk, q_len) * k_len, **f32)  # scores and probabilities, reused
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
         # A causal query never sees keys past its own position, so these rows need only the keys up to
         # the last row's: about half the work of the full [query, key] square over a whole prompt.
         k_end = k_len - q_len + rows.stop if is_causal else k_len
-        s, visible, lo = chunk_scores(
+        s, visible, _ = chunk_scores(
             query, key_f32[:, :, :k_end], attention_mask, rows, scaling=scaling, is_causal=is_causal,
-            softcap=softcap, workspace=workspace[0],
+            softcap=softcap, workspace=workspace[0], triangle=triangle,
         )
-        n_visible[:, rows] = visible.sum(-1)
-        m, argmax[:, :, rows] = row_max(s)
-        max_score[:, :, rows] = m
+        seen = n_visible[:, rows]
+        if visible is not None:
+            seen[:] = visible.sum(-1)
+        max_score[:, :, rows], argmax[:, :, rows] = row_max(s)
         if k_eff:
             top_score[:, :, rows], topk_index[:, :, rows, :k_eff] = s.topk(k_eff, dim=-1)
-        shift = m if sink is None else torch.maximum(m, sink)
-        s.sub_(shift[..., None])  # shifted scores t <= 0
-        # exp is ~10x slower on CPU for arguments below -87 (results under float32's smallest normal):
-        # hidden keys get an ordinary argument here and an exact 0 after the exp (a visible key clamped
-        # here weighs < 2e-35 of the row's largest either way).
-        s[..., lo:].clamp_(min=-80.0)
-        e = torch.exp(s, out=workspace[1, : s.numel()].view(s.shape))
-        if lo < k_end:
-            e[..., lo:].mul_(visible[:, None, :, lo:].to(e.dtype))
-        # sum_j e_j * t_j without another [b, h, c, key] buffer (einsum is ~2x a batched 1 x key @ key x 1 bmm).
-        et[:, :, rows] = torch.einsum("bhck,bhck->bhc", e, s)
-        reduced[:, :, rows] = part = torch.matmul(e, reduce_by[:, :, :k_end])
-        if columns:  # sum over rows of p = e / l: a [1, chunk] @ [chunk, key] product per head
-            inv_l, _ = _normaliser(part[..., dv], shift, sink, n_visible[:, rows])
-            col_total[..., :k_end] += torch.matmul(inv_l[:, :, None, :], e)[:, :, 0]
-            col_count[..., :k_end] += visible.sum(1)
-        del s, e
+        # hidden keys hold float32's minimum: exactly 0 after the softmax (and 0 x min = 0 below)
+        p = torch.ops.aten._softmax.out(s, -1, False, out=workspace[1, : s.numel()].view(s.shape))
+        if not bool(seen.all()):  # rows that see no key came out uniform: make them 0
+            p.mul_((seen > 0)[:, None, :, None].to(p.dtype))
+        p_top[:, :, rows] = p.gather(-1, argmax[:, :, rows, None])[..., 0]
+        ps[:, :, rows] = torch.einsum("bhck,bhck->bhc", p, s)  # ~2x faster than (p * s).sum(-1)
+        if reduce_by is not None:
+            reduced[:, :, rows] = torch.matmul(p, reduce_by[:, :, :k_end])
+        if columns:
+            col_p[..., :k_end] += p.sum(2)
+            if visible is not None:
+                col_count[..., :k_end] += visible.sum(1)
+        del s, p
 
     empty = (n_visible == 0)[:, None]  # [batch, 1, query]: rows that see no key report zeros
-    l_keys = reduced[..., dv]
-    shift = max_score if sink is None else torch.maximum(max_score, sink)
-    inv_l, l = _normaliser(l_keys, shift, sink, n_visible)
-    row_lse = shift + torch.log(l)
-    lse = torch.where(empty, 0.0, row_lse)
-    # entropy of the keys' probabilities p_j = e_j / l:  sum_j p_j (log l - t_j)
-    entropy = torch.where(empty, 0.0, l_keys * inv_l * torch.log(l) - et * inv_l)
-    span_mass = reduced[..., dv + 1 :] * inv_l[..., None]
+    lse = max_score - torch.log(torch.where(empty, 1.0, p_top))  # log sum_j exp(s_j) over the keys
+    entropy = lse - ps  # of the keys-only softmax: sum_j p_j (lse - s_j)
+    scale = None
+    if sinks is not None:  # one more softmax column that is not a key takes mass r = 1 - keys' share
+        log_keep = -torch.nn.functional.softplus(sinks.float().view(1, h, 1).to(dev) - lse)  # log keys' share
+        scale = torch.exp(log_keep)
+        entropy = scale * (entropy - log_keep)  # sum_j r p_j (-log (r p_j)) over keys
+        lse = lse - log_keep
+        reduced = reduced * scale[..., None]
+    lse, entropy = torch.where(empty, 0.0, lse), torch.where(empty, 0.0, entropy)
     topk_prob = torch.zeros(b, h, q_len, top_k, **f32)
     if k_eff:
         rank_ok = torch.arange(k_eff, device=dev) < n_visible[:, None, :, None]
-        topk_prob[..., :k_eff] = torch.where(rank_ok, torch.exp(top_score - row_lse[..., None]), 0.0)
+        topk_prob[..., :k_eff] = torch.where(rank_ok, torch.exp(top_score - lse[..., None]), 0.0)
         topk_index[..., :k_eff] = torch.where(rank_ok, topk_index[..., :k_eff], -1)
     out = None
     if value is not None:
-        out = (reduced[..., :dv] * inv_l[..., None]).transpose(1, 2).to(value.dtype).contiguous()
+        out = reduced[..., :dv].transpose(1, 2).to(value.dtype).contiguous()
+    span_mass = reduced[..., dv:]
     rows_out = RowStats(lse, torch.where(empty, 0.0, max_score), torch.where(empty, -1, argmax), entropy,
                         span_mass, topk_index, topk_prob, n_visible)
-    cols_out = ColumnStats(col_total, col_count) if columns else None
+    cols_out = None
+    if columns:
+        if scale is not None:  # rows weigh r each: recompute the column sums from the final lse
+            col_p = columns_from_lse(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
+                                     softcap=softcap, chunk=chunk).total
+        cols_out = ColumnStats(col_p, col_count)
     return rows_out, cols_out, out
-
-
-def _normaliser(l_keys: Tensor, shift: Tensor, sink: Tensor | None, n_visible: Tensor) -> tuple[Tensor, Tensor]:
-    """(1 / l, l) per row, l = sum of e over keys (+ the learned sink's e); 1/l = 0 for rows that see nothing.
-
-    A learned sink is one more softmax column that is not a key: it takes mass, so keys sum to < 1.
-    """
-    l = l_keys if sink is None else l_keys + torch.exp(sink - shift)
-    return torch.where((n_visible == 0)[:, None], 0.0, 1.0 / l), l
 
 
 @torch.no_grad()

@@ -1,28 +1,29 @@
 """The binding model organism: a tiny `LlamaForCausalLM` trained to solve the binding tasks.
 
 SmolLM2-135M barely binds beyond n = 3, and an analyzer only ever run on a model that cannot bind
-proves nothing. This module trains, on CPU and reproducibly (fixed seed, 1 thread), a 2-layer Llama
-(d_model 128, 8 heads, word-level tokenizer) on the plain-format prompts of `interp.tasks.binding`
-and saves it as a standard transformers checkpoint, so every part of `interp` applies to it unchanged.
+proves nothing. This module trains, on CPU and reproducibly (fixed seed and thread count), a 2-layer
+Llama (d_model 128, 8 heads, word-level tokenizer) on the plain-format prompts of
+`interp.tasks.binding` and saves it as a standard transformers checkpoint, so every part of `interp`
+applies to it unchanged.
 
-The recipe (every choice below was measured, see docs/binding.md):
+The recipe (the `OrganismConfig` defaults; every choice below was measured, see docs/binding.md):
 - all four templates; each context is followed by one question turn per group (the first is
   exactly the evaluation prompt), and a 4-d attention mask lets every turn see only the context and
   itself, so a context yields n independent evaluation prompts and no turn can answer by eliminating
   the answers of earlier turns (with plain causal turns the model learned exactly that shortcut and
   stayed at chance on the first question); loss on the answer tokens only;
-- stage 1 (the `OrganismConfig` defaults): curriculum n = 2 only until the running answer accuracy
-  passes 0.85, then n = 2..12 in one jump (widening 2 at a time stalled on a solution that only
-  handles n <= 3); AdamW lr 2e-3, 100 warmup steps, cosine decay to 5%, batch 32, 4000 steps;
-- stage 2: from stage 1's weights, n = 2..12 at lr 1e-3 on a 6000-step cosine, stopped at 2000.
+- examples packed several to a row (the mask keeps them apart), so no compute goes to padding;
+- curriculum: n = 2 only until the running answer accuracy passes 0.85, then n = 2..12 in one jump
+  (widening 2 at a time stalled on a solution that only handles n <= 3);
+- AdamW lr 2e-3, 100 warmup steps, cosine decay over 8000 steps, batch 32 examples, 2 threads;
+  training stops once the running accuracy on n = 2..12 passes 0.995.
 
-    python -m interp.organisms.binding --out runs/organism/stage1
-    python -m interp.organisms.binding --out data/binding_organism --init runs/organism/stage1 \\
-        --steps 2000 --seed 1 --set start_groups=12 --set lr=0.001 --set cosine_steps=6000
+    python -m interp.organisms.binding --out data/binding_organism
 
-Measured on the shared 2-core box (1 thread): stage 1 1349 s (0.67 running train accuracy at its
-end), stage 2 837 s (0.999); the shipped weights answer 100% of held-out prompts at n = 3..10 for
-every template. Both stages are deterministic; each checkpoints every `checkpoint_every` steps.
+Measured on the 2-core box: 432 s (n = 2 learned by step 1296, binding at n = 2..12 jumps from
+0.5 to 0.99 between steps 2900 and 3650, stopped at step 3667); the shipped weights answer 99-100% of
+held-out prompts at n = 3..10 for every template. Deterministic for a given thread count; it
+checkpoints every `checkpoint_every` steps.
 
 Load it like any model:
 
@@ -60,7 +61,7 @@ class OrganismConfig:
     n_heads: int = 8
     n_kv_heads: int = 8
     d_mlp: int = 256
-    steps: int = 4000
+    steps: int = 8000  # at most: training stops once the running accuracy passes `stop_at`
     cosine_steps: int = 0  # length of the cosine schedule (0: `steps`); a run may stop before it ends
     batch_size: int = 32
     lr: float = 2e-3
@@ -72,14 +73,16 @@ class OrganismConfig:
     widen_at: float = 0.85  # ... then widen the range by `widen_by` whenever the running answer accuracy passes this
     widen_by: int = 10  # (one jump to 2..12: widening by 2 at a time got stuck on a solution for n <= 3 only)
     widen_lr: float = 0.0  # peak learning rate from the widening on (0: keep `lr`)
+    stop_at: float = 0.995  # stop once the running answer accuracy on the full range of n passes this (0: never)
     checkpoint_every: int = 250
     lm_weight: float = 0.0  # weight of an auxiliary next-token loss on every other token (context and questions)
     max_questions: int = 0  # question/answer turns per context; 0 = every group once (denser signal)
     seed: int = 0
     tie_embeddings: bool = True
-    threads: int = 1  # more threads on a shared 2-core box made each step 4x SLOWER (measured)
+    threads: int = 2  # results are deterministic for a given thread count; on a busy box 1 can be faster
     eval_groups: tuple[int, ...] = (3, 5, 6, 7, 8, 9, 10)
     eval_per_position: int = 10
+    pack: bool = True  # several examples per row (no compute on padding); False: one per row, left-padded
 
 
 def build_tokenizer():
@@ -136,32 +139,43 @@ def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.R
 
 
 def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random.Random, max_groups: int):
-    """A left-padded batch: input ids, 4-d attention mask, position ids and labels (-100 except before answers).
+    """A batch: input ids, 4-d attention mask, position ids and labels (-100 except before answers).
 
-    Token i attends to token j <= i when j is in the context or in i's own question turn; positions
-    restart after the context in every turn, so each turn is exactly an evaluation prompt.
+    Token i attends to token j <= i of the same example when j is in the context or in i's own
+    question turn; positions restart after the context in every turn, so each turn is exactly an
+    evaluation prompt. With `cfg.pack`, several examples share a row (first-fit, longest first, rows
+    as wide as the longest example): the mask keeps them apart, and no compute goes to padding
+    (n = 2..12 padded to the longest wastes ~45% of every step).
     """
-    rows = []
+    examples = []
     for _ in range(cfg.batch_size):
         n = rng.randint(cfg.min_groups, max_groups)
         questions = n if cfg.max_questions <= 0 else rng.randint(1, cfg.max_questions)
-        rows.append(_example(rng.choice(tasks), tokenizer, n, questions, rng, turns=True))
-    width = max(len(ids) for ids, _, _ in rows)
+        examples.append(_example(rng.choice(tasks), tokenizer, n, questions, rng, turns=True))
+    width = max(len(ids) for ids, _, _ in examples)
+    rows: list[list[tuple]] = []
+    for ex in sorted(examples, key=lambda e: -len(e[0])) if cfg.pack else examples:
+        free = [r for r in rows if cfg.pack and sum(len(e[0]) for e in r) + len(ex[0]) <= width]
+        free[0].append(ex) if free else rows.append([ex])
     ids = torch.zeros(len(rows), width, dtype=torch.long)
-    turn = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 = padding
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (row, lab, seg) in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        turn[i, width - len(row):] = torch.tensor(seg)
-        labels[i, width - len(row):] = torch.tensor(lab)
-    ctx = turn == 0
-    pos = torch.where(turn >= 0, ctx.cumsum(-1) - 1, 0)  # context positions 0..L-1
-    for j in range(1, int(turn.max()) + 1):
-        here = turn == j
-        pos = torch.where(here, ctx.sum(-1, keepdim=True) + here.cumsum(-1) - 1, pos)
+    example = torch.zeros(len(rows), width, dtype=torch.long)  # 1, 2, ... within a row; 0 = padding
+    turn = torch.zeros(len(rows), width, dtype=torch.long)
+    pos = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        at = width - sum(len(e[0]) for e in row)  # padding first (left), as in inference
+        for j, (row_ids, row_labels, row_turns) in enumerate(row, 1):
+            span = slice(at, at + len(row_ids))
+            ids[i, span], labels[i, span] = torch.tensor(row_ids), torch.tensor(row_labels)
+            turn[i, span], example[i, span] = torch.tensor(row_turns), j
+            context = row_turns.count(0)
+            pos[i, span] = torch.tensor([k if t == 0 else context + k - row_turns.index(t)
+                                         for k, t in enumerate(row_turns)])
+            at += len(row_ids)
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
-    see = (turn[:, None, :] == 0) | (turn[:, None, :] == turn[:, :, None])  # [batch, query, key]
-    mask = (causal & see & (turn[:, None, :] >= 0)) | torch.eye(width, dtype=torch.bool)  # pads see themselves
+    same = (example[:, None, :] == example[:, :, None]) & (example[:, None, :] > 0)  # [batch, query, key]
+    see = (turn[:, None, :] == 0) | (turn[:, None, :] == turn[:, :, None])
+    mask = (causal & same & see) | torch.eye(width, dtype=torch.bool)  # pads see themselves
     return ids, mask[:, None], pos, labels
 
 
@@ -169,12 +183,21 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
     """Train the organism; return (model, tokenizer, log dict). Saves to `out` when given.
 
     `init`: continue from the weights of a saved organism (a second stage of a recipe; its recipe.json
-    is kept under `log["init"]` so the whole history stays in the output).
+    is kept under `log["init"]` so the whole history stays in the output). torch's thread count is
+    set to `cfg.threads` for the run and restored after.
     """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, out, progress=progress, init=init)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(cfg: OrganismConfig, out: Path | None, *, progress: bool, init: Path | None):
     from rich.progress import Progress
 
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     tokenizer = build_tokenizer()
     model = build_model(cfg, len(tokenizer))
@@ -230,6 +253,10 @@ def train(cfg: OrganismConfig, out: Path | None = None, *, progress: bool = True
                 log["train_seconds"] = round(time.time() - start, 1)
                 save(model, tokenizer, cfg, log, Path(out))  # resumable inspection of a long run
             bar.update(job, advance=1, description=f"training binding organism (loss {ema:.3f})")
+            if cfg.stop_at and groups == cfg.max_groups and ema_acc > cfg.stop_at:
+                log["stopped"] = step
+                log["loss"].append((step, round(ema, 4), round(ema_acc, 3), groups))
+                break
     log["train_seconds"] = round(time.time() - start, 1)
     model.eval()
     log["heldout"] = evaluate(model, tokenizer, cfg, progress=progress)

@@ -120,3 +120,46 @@ def test_row_max_equals_torch_max_with_first_index_on_ties(k):
     assert torch.equal(m, s.amax(-1))
     first = (s == s.amax(-1, keepdim=True)).float().argmax(-1)  # first maximal key, computed independently
     assert torch.equal(arg, first)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("mask_kind", ["causal", "padded_bool", "decode"])
+def test_learned_sinks_take_mass_like_gpt_oss_eager(case, mask_kind):
+    """gpt-oss style sinks: one extra softmax logit per head that is not a key, dropped after the softmax."""
+    q, k, v, mask, causal = case(mask_kind, heads=4, kv_heads=2, q_len=9)
+    sinks = torch.tensor([-2.0, 0.5, 3.0, 8.0])  # from negligible to most of the mass
+    scaling = 0.25
+    kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
+    s = q @ kk.transpose(-1, -2) * scaling
+    vis = torch.ones(s.shape[-2:], dtype=torch.bool).tril(s.shape[-1] - s.shape[-2]) if mask is None else mask
+    s = s.masked_fill(~vis, float("-inf"))
+    full = torch.cat([s, sinks.view(1, 4, 1, 1).expand(*s.shape[:3], 1)], -1)
+    p = torch.softmax(full, -1)[..., :-1]  # [b, h, q, key]
+    rows, cols, out = reference.stats(q, k, mask, scaling=scaling, is_causal=causal, spans=[(0, 2)],
+                                      columns=True, value=v, sinks=sinks, chunk=4)
+    empty = ~vis.any(-1)  # rows that see no key report lse 0 (documented); the sink takes all their mass
+    close(rows.lse, torch.where(empty, 0.0, torch.logsumexp(full, -1)))
+    close(rows.entropy, -torch.special.xlogy(p, p).sum(-1))
+    close(rows.span_mass[..., 0], p[..., :2].sum(-1))
+    close(cols.total, p.sum(2))
+    close(out, (p @ vv).transpose(1, 2))
+    assert torch.equal(rows.argmax, torch.where(empty, -1, s.argmax(-1)))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("chunk", [3, 7, 64])
+def test_causal_prompt_over_a_cached_prefix(chunk):
+    """mask None, 7 new queries over 19 keys (12 cached): query i sees keys 0..12 + i (the triangle path)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(1, 4, 7, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g)
+    kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
+    s = (q @ kk.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(7, 19, dtype=torch.bool).tril(12), float("-inf"))
+    p = s.softmax(-1)
+    rows, cols, out = reference.stats(q, k, None, scaling=0.3, is_causal=True, columns=True, value=v, chunk=chunk)
+    close(rows.lse, torch.logsumexp(s, -1))
+    close(rows.entropy, -torch.special.xlogy(p, p).sum(-1))
+    assert torch.equal(rows.argmax, s.argmax(-1))
+    assert rows.n_visible[0].tolist() == list(range(13, 20))
+    close(cols.total, p.sum(2))
+    assert cols.count[0].tolist() == [7] * 13 + [6, 5, 4, 3, 2, 1]
+    close(out, (p @ vv).transpose(1, 2))

@@ -9,7 +9,9 @@ import torch
 from interp.organisms.binding import (
     DEFAULT_DIR,
     OrganismConfig,
+    _batch,
     _example,
+    build_model,
     build_tokenizer,
     load_organism,
     train,
@@ -64,6 +66,36 @@ def test_training_examples_start_with_the_evaluation_prompt():
     assert ids[: len(first)] == first
     assert labels[len(first) - 1] == tok.convert_tokens_to_ids(prompt.target)
     assert sum(lab != -100 for lab in labels) == 3
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_every_turn_of_a_training_batch_is_an_independent_evaluation_prompt(pack):
+    """At every answer position the batch's logits equal those of that turn's prompt run alone.
+
+    Reference: the same examples drawn again from the same seed, each turn cut out as context + turn
+    and run alone with default positions and a plain causal mask (what evaluation does); each must
+    match one answer position of the batch, so packing leaks nothing between examples or turns.
+    """
+    tok = build_tokenizer()
+    cfg = OrganismConfig(d_model=32, n_heads=4, n_kv_heads=2, d_mlp=64, batch_size=6, max_groups=5, pack=pack)
+    tasks = [BindingTask(name, tok) for name in TEMPLATES]
+    ids, mask, pos, labels = _batch(tasks, tok, cfg, random.Random(0), cfg.max_groups)
+    if pack:
+        assert ids.shape[0] < cfg.batch_size  # examples really share rows
+    rng, prompts = random.Random(0), []
+    for _ in range(cfg.batch_size):  # _batch's draws, in its order
+        n = rng.randint(cfg.min_groups, cfg.max_groups)
+        ex_ids, _, turns = _example(rng.choice(tasks), tok, n, n, rng, turns=True)
+        prompts += [[t for t, s in zip(ex_ids, turns) if s in (0, j)] for j in range(1, n + 1)]
+    torch.manual_seed(0)
+    model = build_model(cfg, len(tok)).eval()
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[labels != -100]
+        alone = torch.stack([model(input_ids=torch.tensor([p])).logits[0, -1] for p in prompts])
+    assert batch.shape == alone.shape
+    distance = torch.cdist(alone, batch)  # each prompt matches exactly one answer position
+    assert distance.min(1).values.max() < 1e-4
+    assert len(set(distance.argmin(1).tolist())) == len(prompts)
 
 
 def test_training_is_seeded():
