@@ -20,6 +20,7 @@ linear-attention hybrids) are not supported here: `supports_prefix_decoding` tel
 Memory: one KV cache per prompt of the batch, plus their stacked copy while decoding.
 """
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -104,10 +105,12 @@ def greedy(
     hf = model.hf
     device = model.device
     prefix = prefix or PrefixCache()
+    # the prompt pass needs the last position's logits only (the vocabulary product is ~20% of a small model)
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(hf.forward).parameters else {}
     caches, first = [], []
     for ids in prompts:
         cache, n = prefix.start(ids)
-        out = hf(input_ids=torch.tensor([ids[n:]], device=device), cache=cache, use_cache=True)
+        out = hf(input_ids=torch.tensor([ids[n:]], device=device), cache=cache, use_cache=True, **last_only)
         if after_forward:
             after_forward()
         prefix.remember(ids, out.cache)

@@ -34,6 +34,7 @@ from interp.errors import InterpError
 from interp.kernels import all_stats
 from interp.kernels.results import ColumnStats, RowStats
 from interp.kernels.spans import Spans, span_bounds
+from interp.kernels.workspace import Workspace
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Stats(Probe):
         self.steps = {}
         self._first = None
         self._done = None
+        self._workspace = Workspace()  # scratch buffers shared by this session's layers and steps
+
+    def end(self) -> None:
+        self._workspace = None
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack and (self.layers is None or layer in self.layers)
@@ -92,7 +97,7 @@ class Stats(Probe):
         return all_stats(
             call.query, call.key, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
             softcap=call.softcap, spans=self._spans(call), top_k=self.top_k, columns=self.with_columns,
-            value=value, chunk=chunk, backend=self.backend, sinks=call.sinks,
+            value=value, chunk=chunk, backend=self.backend, sinks=call.sinks, workspace=self._workspace,
         )
 
     def _spans(self, call: AttentionCall) -> Spans:

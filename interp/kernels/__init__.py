@@ -29,16 +29,19 @@ from interp.errors import InterpError
 from interp.kernels import reference
 from interp.kernels.results import ColumnStats, RowStats
 from interp.kernels.spans import Spans, span_bounds
+from interp.kernels.workspace import Workspace
 
 Result = tuple[RowStats, ColumnStats | None, HeadOutput | None]
 
 
-def _torch(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None):
+def _torch(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None,
+           workspace=None):
     return reference.stats(query, key, mask, scaling=scaling, is_causal=is_causal, softcap=softcap, spans=spans,
-                           top_k=top_k, columns=columns, value=value, chunk=chunk, sinks=sinks)
+                           top_k=top_k, columns=columns, value=value, chunk=chunk, sinks=sinks, workspace=workspace)
 
 
-def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None):
+def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None,
+            workspace=None):  # the fused kernel needs no scratch buffers
     if sinks is not None:
         raise InterpError("the triton backend does not apply learned sinks; use backend='torch' or 'auto'.")
     if top_k:
@@ -88,15 +91,18 @@ def all_stats(
     chunk: int | None = None,
     backend: str = "auto",
     sinks: Tensor | None = None,
+    workspace: Workspace | None = None,
 ) -> Result:
     """Row statistics, column statistics (if `columns`) and the attention output (if `value`).
 
     `chunk` is the query rows per step (torch) or the tile size (triton). `sinks` are learned per-head
-    sink logits (gpt-oss): an extra softmax column that takes mass but is not a key. Memory: O(rows) stored.
+    sink logits (gpt-oss): an extra softmax column that takes mass but is not a key. `workspace` keeps
+    the torch path's scratch buffers for the next call. Memory: O(rows) stored.
     """
     name = pick_backend(backend, query.device, top_k, sinks is not None)
     return BACKENDS[name](query, key, value, attention_mask, scaling=scaling, is_causal=is_causal,
-                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk, sinks=sinks)
+                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk, sinks=sinks,
+                          workspace=workspace)
 
 
 def attention_stats(query: Query, key: Key, attention_mask: Tensor | None, **kwargs) -> RowStats:
@@ -131,5 +137,5 @@ def column_stats(
                                       softcap=softcap, chunk=chunk)
 
 
-__all__ = ["RowStats", "ColumnStats", "Spans", "span_bounds", "attention_stats", "column_stats", "all_stats",
+__all__ = ["RowStats", "ColumnStats", "Spans", "Workspace", "span_bounds", "attention_stats", "column_stats", "all_stats",
            "BACKENDS", "pick_backend", "triton_usable"]

@@ -6,8 +6,9 @@ reduces them to row statistics (`RowStats`) and column sums (`ColumnStats`). The
 chunk are the only large tensor alive, so memory is O(rows) stored + O(chunk x key) transient.
 Given `value`, the same probabilities also produce the attention output (a fused eager pass).
 
-Memory: about `3 x batch x head x chunk x key x 4` bytes transient, plus an fp32 copy of the keys
-(and values) per query head; `rows_per_chunk` picks the chunk for a budget (default 256 MiB).
+Memory: about `3 x batch x head x chunk x key x 4` bytes transient, plus fp32 copies of the queries
+and of the keys (and values) per query head, all kept in a reusable `Workspace`; `rows_per_chunk`
+picks the chunk for a budget (default 256 MiB).
 
     >>> import torch
     >>> q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8)    # GQA: 4 query heads, 2 kv heads
@@ -27,6 +28,7 @@ from interp.capture.masks import additive_bias, visible_keys
 from interp.errors import InterpError
 from interp.kernels.results import ColumnStats, RowStats
 from interp.kernels.spans import Spans, span_bounds, span_indicator
+from interp.kernels.workspace import Workspace
 
 DEFAULT_TRANSIENT_BYTES = 256 * 2**20
 
@@ -58,7 +60,7 @@ def check_shapes(query: Tensor, key: Tensor, value: Tensor | None = None) -> Non
 
 def chunk_scores(
     query: Query,
-    key_f32: Float[Tensor, "batch kv_head key d_head"],
+    key_t: Float[Tensor, "batch kv_head d_head key"],
     attention_mask: Tensor | None,
     rows: slice,
     *,
@@ -71,6 +73,9 @@ def chunk_scores(
     """fp32 scores of the query rows `rows` (hidden keys at about float32's minimum), the visibility
     `[batch, query, key]`, and the first key some row cannot see (`k_len` if none).
 
+    `key_t`: fp32 keys, transposed and contiguous (a `[d_head, key]` matrix per head multiplies ~20%
+    faster on CPU than a transposed view), one per kv head or one per query head.
+
     `workspace`: a flat fp32 buffer of at least `batch x head x rows x key` to write the scores into
     (reusing one buffer across chunks avoids an allocation per chunk and the fragmentation it brings).
     `triangle`: for a plain causal prompt (no mask, queries at the end of the keys, keys cut at the last
@@ -78,12 +83,14 @@ def chunk_scores(
     is then implied and returned as None.
     """
     b, h, q_len, d = query.shape
-    kv, k_len = key_f32.shape[1], key_f32.shape[2]
-    q = query[:, :, rows].float() * scaling  # scaling the queries: one pass over [chunk, d], not [chunk, key]
+    kv, k_len = key_t.shape[1], key_t.shape[3]
+    q = query[:, :, rows]
+    if q.dtype != torch.float32 or scaling != 1.0:
+        q = q.float() * scaling  # scaling the queries: one pass over [chunk, d], not [chunk, key]
     c = q.shape[2]
-    # GQA: query heads grouped under their kv head (`key_f32` may also hold one copy per query head).
+    # GQA: query heads grouped under their kv head (`key_t` may also hold one copy per query head).
     out = None if workspace is None else workspace[: b * h * c * k_len].view(b, kv, (h // kv) * c, k_len)
-    s = torch.matmul(q.reshape(b, kv, (h // kv) * c, d), key_f32.transpose(-1, -2), out=out).view(b, h, c, k_len)
+    s = torch.matmul(q.reshape(b, kv, (h // kv) * c, d), key_t, out=out).view(b, h, c, k_len)
     if softcap is not None:
         s.div_(softcap).tanh_().mul_(softcap)
     if triangle is not None:  # plain causal: only the diagonal block hides keys, always the same way
@@ -123,8 +130,13 @@ def row_max(s: Float[Tensor, "... key"], block: int = 64) -> tuple[Tensor, Tenso
     if n_blocks * block < k:
         maxima = torch.cat([maxima, s[..., n_blocks * block :].amax(-1, keepdim=True)], -1)
     m, best = maxima.max(-1)  # the first block holding the maximum
-    index = (best[..., None] * block + torch.arange(block, device=s.device)).clamp_max(k - 1)
-    inside = (s.gather(-1, index) == m[..., None]).to(torch.uint8).argmax(-1)  # first equal entry
+    if n_blocks * block == k:  # the winning block through a block view: no [..., block] index tensor
+        blocks = s.unflatten(-1, (n_blocks, block))
+        winner = blocks.gather(-2, best[..., None, None].expand(*best.shape, 1, block))[..., 0, :]
+    else:
+        index = (best[..., None] * block + torch.arange(block, device=s.device)).clamp_max(k - 1)
+        winner = s.gather(-1, index)
+    inside = (winner == m[..., None]).to(torch.uint8).argmax(-1)  # first equal entry
     return m, best * block + inside
 
 
@@ -143,6 +155,7 @@ def stats(
     value: Value | None = None,
     chunk: int | None = None,
     sinks: Tensor | None = None,
+    workspace: Workspace | None = None,
 ) -> tuple[RowStats, ColumnStats | None, HeadOutput | None]:
     """Row statistics, optional column statistics and optional attention output, in one pass.
 
@@ -150,7 +163,8 @@ def stats(
     `[batch, 1, query, key]` (True = visible) or an additive float mask; `softcap` is Gemma-2's
     logit soft-capping. `spans` are key ranges whose mass to report (see `interp.kernels.spans`);
     `top_k` asks for the k most attended keys per row; `value` adds the output `[batch, query,
-    head, d_head]` in `value`'s dtype; `chunk` is the number of query rows per step.
+    head, d_head]` in `value`'s dtype; `chunk` is the number of query rows per step; `workspace`
+    keeps the transient buffers for the next call (see `interp.kernels.workspace`).
     """
     check_shapes(query, key, value)
     if top_k < 0:
@@ -159,26 +173,31 @@ def stats(
     kv, k_len = key.shape[1], key.shape[2]
     dev = query.device
     chunk = chunk or rows_per_chunk(b, h, k_len)
-    # One key / value copy per query head: a batched matmul over kv heads alone (3 for SmolLM2) splits
-    # badly over CPU threads (measured: slower on 2 threads than on 1); per head it scales.
-    def per_head(x: Tensor) -> Tensor:
-        return x.float() if kv == h else x.float().repeat_interleave(h // kv, dim=1)
+    ws = workspace or Workspace()
+    # One fp32 key / value copy per query head: a batched matmul over kv heads alone (3 for SmolLM2)
+    # splits badly over CPU threads (measured: slower on 2 threads than on 1); per head it scales.
+    def per_head(name: str, x: Tensor) -> Tensor:  # [batch, kv, *rest] -> [batch, head, *rest], fp32
+        copy = ws.take(name, b * h * x[0, 0].numel(), dev).view(b, kv, h // kv, *x.shape[2:])
+        return copy.copy_(x[:, :, None]).flatten(1, 2)
 
-    key_f32 = per_head(key)
-    value_f32 = per_head(value) if value is not None else None
-    inside = span_indicator(span_bounds(spans, batch=b, k_len=k_len, device=dev), k_len)  # [b, span, key]
-    n_spans, k_eff = inside.shape[1], min(top_k, k_len)
+    key_t = per_head("key", key.transpose(-1, -2))  # [batch, head, d_head, key]
+    q_scaled = ws.take("query", query.numel(), dev).view(query.shape).copy_(query).mul_(scaling)  # fp32
+    value_f32 = per_head("value", value) if value is not None else None
+    bounds = span_bounds(spans, batch=b, k_len=k_len, device=dev)  # [batch, span, 2]
+    n_spans, k_eff = bounds.shape[1], min(top_k, k_len)
+    # spans shared by every prompt are summed as slices of p; per-prompt spans as a product with indicators
+    shared = bounds[0].tolist() if bool((bounds == bounds[:1]).all()) else None
 
     f32 = {"dtype": torch.float32, "device": dev}
     # Per chunk: max and argmax of the scores, then torch's fused softmax p (one cache-friendly pass
-    # per row), and from p: the output and span masses in one matmul with [value | span indicators],
-    # sum_j p_j s_j (entropy), column sums, and the log-sum-exp from the top key: p_argmax = 1 / l.
-    dv = value.shape[-1] if value is not None else 0
-    reduce_by = [value_f32] if value is not None else []
-    if n_spans:
-        reduce_by.append(inside.transpose(1, 2).to(torch.float32)[:, None].expand(b, h, k_len, n_spans))
-    reduce_by = torch.cat(reduce_by, -1) if reduce_by else None  # [batch, head, key, dv + span]
-    reduced = torch.zeros(b, h, q_len, dv + n_spans, **f32)
+    # per row), and from p: the output (p @ value: a 64-column matmul is ~25% faster than one with a
+    # span column appended), the span masses, sum_j p_j s_j (entropy), column sums, and the
+    # log-sum-exp from the top key: p_argmax = 1 / l.
+    span_cols = None if shared is not None else span_indicator(bounds, k_len).transpose(1, 2)[:, None]
+    weighted = None  # sum_j p_j v_j
+    if value is not None:
+        weighted = ws.take("weighted", b * h * q_len * value.shape[-1], dev).view(b, h, q_len, -1)
+    span_mass = torch.zeros(b, h, q_len, n_spans, **f32)
     max_score, ps, p_top = (torch.empty(b, h, q_len, **f32) for _ in range(3))
     argmax = torch.empty(b, h, q_len, dtype=torch.long, device=dev)
     top_score = torch.empty(b, h, q_len, k_eff, **f32)
@@ -193,15 +212,15 @@ def stats(
         n_visible[:] = torch.arange(k_len - q_len + 1, k_len + 1, device=dev)
         if columns:
             col_count[:] = q_len - (torch.arange(k_len, device=dev) - (k_len - q_len)).clamp(min=0)
-    workspace = torch.empty(2, b * h * min(chunk, q_len) * k_len, **f32)  # scores and probabilities, reused
+    scratch = ws.take("scores", 2 * b * h * min(chunk, q_len) * k_len, dev).view(2, -1)  # scores, probabilities
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
         # A causal query never sees keys past its own position, so these rows need only the keys up to
         # the last row's: about half the work of the full [query, key] square over a whole prompt.
         k_end = k_len - q_len + rows.stop if is_causal else k_len
         s, visible, _ = chunk_scores(
-            query, key_f32[:, :, :k_end], attention_mask, rows, scaling=scaling, is_causal=is_causal,
-            softcap=softcap, workspace=workspace[0], triangle=triangle,
+            q_scaled, key_t[..., :k_end], attention_mask, rows, scaling=1.0, is_causal=is_causal,
+            softcap=softcap, workspace=scratch[0], triangle=triangle,
         )
         seen = n_visible[:, rows]
         if visible is not None:
@@ -210,13 +229,17 @@ def stats(
         if k_eff:
             top_score[:, :, rows], topk_index[:, :, rows, :k_eff] = s.topk(k_eff, dim=-1)
         # hidden keys hold float32's minimum: exactly 0 after the softmax (and 0 x min = 0 below)
-        p = torch.ops.aten._softmax.out(s, -1, False, out=workspace[1, : s.numel()].view(s.shape))
+        p = torch.ops.aten._softmax.out(s, -1, False, out=scratch[1, : s.numel()].view(s.shape))
         if not bool(seen.all()):  # rows that see no key came out uniform: make them 0
             p.mul_((seen > 0)[:, None, :, None].to(p.dtype))
         p_top[:, :, rows] = p.gather(-1, argmax[:, :, rows, None])[..., 0]
         ps[:, :, rows] = torch.einsum("bhck,bhck->bhc", p, s)  # ~2x faster than (p * s).sum(-1)
-        if reduce_by is not None:
-            reduced[:, :, rows] = torch.matmul(p, reduce_by[:, :, :k_end])
+        if value is not None:
+            weighted[:, :, rows] = torch.matmul(p, value_f32[:, :, :k_end])
+        if span_cols is not None:  # [batch, 1, key, span]
+            span_mass[:, :, rows] = torch.matmul(p, span_cols[:, :, :k_end])
+        for j, (lo, hi) in enumerate(shared or []):
+            span_mass[:, :, rows, j] = p[..., lo : min(hi, k_end)].sum(-1)
         if columns:
             col_p[..., :k_end] += p.sum(2)
             if visible is not None:
@@ -232,7 +255,8 @@ def stats(
         scale = torch.exp(log_keep)
         entropy = scale * (entropy - log_keep)  # sum_j r p_j (-log (r p_j)) over keys
         lse = lse - log_keep
-        reduced = reduced * scale[..., None]
+        span_mass = span_mass * scale[..., None]
+        weighted = weighted * scale[..., None] if value is not None else None
     lse, entropy = torch.where(empty, 0.0, lse), torch.where(empty, 0.0, entropy)
     topk_prob = torch.zeros(b, h, q_len, top_k, **f32)
     if k_eff:
@@ -240,9 +264,8 @@ def stats(
         topk_prob[..., :k_eff] = torch.where(rank_ok, torch.exp(top_score - lse[..., None]), 0.0)
         topk_index[..., :k_eff] = torch.where(rank_ok, topk_index[..., :k_eff], -1)
     out = None
-    if value is not None:
-        out = reduced[..., :dv].transpose(1, 2).to(value.dtype).contiguous()
-    span_mass = reduced[..., dv:]
+    if value is not None:  # a fresh tensor: `weighted` lives in the workspace
+        out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype, device=dev).copy_(weighted.transpose(1, 2))
     rows_out = RowStats(lse, torch.where(empty, 0.0, max_score), torch.where(empty, -1, argmax), entropy,
                         span_mass, topk_index, topk_prob, n_visible)
     cols_out = None
@@ -271,13 +294,13 @@ def columns_from_lse(
     b, h, q_len, _ = query.shape
     k_len = key.shape[2]
     chunk = chunk or rows_per_chunk(b, h, k_len)
-    key_f32 = key.float()
+    key_t = key.float().transpose(-1, -2).contiguous()
     total = torch.zeros(b, h, k_len, dtype=torch.float32, device=query.device)
     count = torch.zeros(b, k_len, dtype=torch.long, device=query.device)
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
         s, visible, _ = chunk_scores(
-            query, key_f32, attention_mask, rows, scaling=scaling, is_causal=is_causal, softcap=softcap
+            query, key_t, attention_mask, rows, scaling=scaling, is_causal=is_causal, softcap=softcap
         )
         s.sub_(lse[:, :, rows, None].float()).clamp_(min=-80.0)  # a fast exp: see stats()
         total += s.exp_().mul_(visible[:, None]).sum(2)

@@ -163,3 +163,22 @@ def test_causal_prompt_over_a_cached_prefix(chunk):
     close(cols.total, p.sum(2))
     assert cols.count[0].tolist() == [7] * 13 + [6, 5, 4, 3, 2, 1]
     close(out, (p @ vv).transpose(1, 2))
+
+
+@pytest.mark.fast
+def test_a_shared_workspace_changes_no_result_and_nothing_returned_aliases_it(case):
+    """Two calls through one Workspace (as a capture session's layers do) equal fresh calls."""
+    from interp.kernels.workspace import Workspace
+
+    ws = Workspace()
+    kwargs = {"scaling": 0.3, "is_causal": True, "spans": [(0, 2)], "columns": True, "chunk": 4}
+    results = []
+    for seed, heads in ((0, 4), (1, 1)):  # one head: the output's transpose would be contiguous
+        q, k, v, mask, _ = case("causal", heads=heads, kv_heads=1, q_len=9, seed=seed)
+        results.append((reference.stats(q, k, mask, value=v, workspace=ws, **kwargs),
+                        reference.stats(q, k, mask, value=v, **kwargs)))
+    for (rows, cols, out), (rows_ref, cols_ref, out_ref) in results:  # compared after both calls
+        close(out, out_ref)
+        close(rows.lse, rows_ref.lse)
+        close(rows.span_mass, rows_ref.span_mass)
+        close(cols.total, cols_ref.total)
