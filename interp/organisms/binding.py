@@ -156,7 +156,10 @@ def _batch(tasks: list[BindingTask], tokenizer, cfg: OrganismConfig, rng: random
     rows: list[list[tuple]] = []
     for ex in sorted(examples, key=lambda e: -len(e[0])) if cfg.pack else examples:
         free = [r for r in rows if cfg.pack and sum(len(e[0]) for e in r) + len(ex[0]) <= width]
-        free[0].append(ex) if free else rows.append([ex])
+        if free:
+            free[0].append(ex)
+        else:
+            rows.append([ex])
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     example = torch.zeros(len(rows), width, dtype=torch.long)  # 1, 2, ... within a row; 0 = padding
