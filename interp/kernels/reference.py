@@ -69,9 +69,9 @@ def chunk_scores(
     softcap: float | None,
     workspace: Tensor | None = None,
     triangle: Tensor | None = None,
-) -> tuple[Float[Tensor, "batch head query key"], Tensor | None, int]:
-    """fp32 scores of the query rows `rows` (hidden keys at about float32's minimum), the visibility
-    `[batch, query, key]`, and the first key some row cannot see (`k_len` if none).
+) -> tuple[Float[Tensor, "batch head query key"], Tensor | None]:
+    """fp32 scores of the query rows `rows` (hidden keys at about float32's minimum) and the visibility
+    `[batch, query, key]`.
 
     `key_t`: fp32 keys, transposed and contiguous (a `[d_head, key]` matrix per head multiplies ~20%
     faster on CPU than a transposed view), one per kv head or one per query head.
@@ -95,7 +95,7 @@ def chunk_scores(
         s.div_(softcap).tanh_().mul_(softcap)
     if triangle is not None:  # plain causal: only the diagonal block hides keys, always the same way
         s[..., k_len - c :].add_(triangle[:c, :c])
-        return s, None, k_len - c
+        return s, None
     bias = additive_bias(attention_mask, rows)
     if bias is not None:
         s.add_(bias[..., :k_len].float())
@@ -108,7 +108,7 @@ def chunk_scores(
     if lo < k_len:  # adding a [batch, 1, chunk, key] bias is ~4x faster than a broadcast masked_fill_
         hide = torch.zeros(hidden[:, None, :, lo:].shape, dtype=torch.float32, device=s.device)
         s[..., lo:].add_(hide.masked_fill_(hidden[:, None, :, lo:], torch.finfo(torch.float32).min))
-    return s, visible, lo
+    return s, visible
 
 
 def causal_triangle(size: int, device) -> Float[Tensor, "query key"]:
@@ -218,7 +218,7 @@ def stats(
         # A causal query never sees keys past its own position, so these rows need only the keys up to
         # the last row's: about half the work of the full [query, key] square over a whole prompt.
         k_end = k_len - q_len + rows.stop if is_causal else k_len
-        s, visible, _ = chunk_scores(
+        s, visible = chunk_scores(
             q_scaled, key_t[..., :k_end], attention_mask, rows, scaling=1.0, is_causal=is_causal,
             softcap=softcap, workspace=scratch[0], triangle=triangle,
         )
@@ -299,7 +299,7 @@ def columns_from_lse(
     count = torch.zeros(b, k_len, dtype=torch.long, device=query.device)
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
-        s, visible, _ = chunk_scores(
+        s, visible = chunk_scores(
             query, key_t, attention_mask, rows, scaling=scaling, is_causal=is_causal, softcap=softcap
         )
         s.sub_(lse[:, :, rows, None].float()).clamp_(min=-80.0)  # a fast exp: see stats()
