@@ -34,12 +34,17 @@ class DecodeArgmax(Probe):
     """Per forward pass and layer, the argmax key (absolute position) of each head's newest query row.
 
     `argmax()` stacks them as `[step, layer, batch, head]`. Costs one `batch x head x key` row per
-    layer and step; the attention output stays SDPA's (edits by other probes are seen).
+    layer and step. Set `query_rows` (one index per batch row) to read other rows than the last, as
+    for right-padded prompts. A single-query pass (a decoding step) takes its output from the same
+    fp32 weights (eager math, one read of the keys instead of SDPA's plus ours); longer passes keep
+    SDPA's output. Edits by other probes are seen either way.
     """
 
     stack: str | None = None
+    query_rows: Int[Tensor, " batch"] | None = None
     _steps: dict = field(default_factory=dict, repr=False)
     _n_layers: int = 0
+    _weights: tuple | None = field(default=None, repr=False)
 
     def begin(self, model) -> None:
         self.stack = self.stack or model.adapter.main_stack
@@ -49,9 +54,26 @@ class DecodeArgmax(Probe):
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack
 
+    def attention_output(self, call: AttentionCall):
+        if call.q_len != 1 or call.sinks is not None:
+            return None
+        w = call.weights()  # [batch, head, 1, key]
+        self._weights = (call, w)
+        b, h, _, k = w.shape
+        v = call.value
+        z = torch.matmul(w.to(v.dtype).view(b, v.shape[1], -1, k), v)  # query heads grouped under their kv head
+        return z.view(b, h, 1, -1).transpose(1, 2)
+
     def record(self, call: AttentionCall, z) -> None:
-        last = slice(call.q_len - 1, call.q_len)
-        w = call.weights(rows=last)[:, :, 0]  # [batch, head, key], fp32, edits included
+        if self._weights is not None and self._weights[0] is call and call.edited is None:
+            w = self._weights[1][:, :, 0]
+        elif self.query_rows is None or call.q_len == 1:
+            w = call.weights(rows=slice(call.q_len - 1, call.q_len))[:, :, 0]  # [batch, head, key], fp32
+        else:
+            lo, hi = int(self.query_rows.min()), int(self.query_rows.max()) + 1
+            w = call.weights(rows=slice(lo, hi))  # [batch, head, row, key]
+            w = w[torch.arange(call.batch), :, self.query_rows.to(w.device) - lo]
+        self._weights = None
         self._steps.setdefault(call.step, {})[call.layer] = w.argmax(-1) + call.key_offset
 
     def take(self) -> Int[Tensor, "layer batch head"]:
@@ -111,15 +133,15 @@ class TrialResult:
 
 
 def prefix_order(trials: Sequence[Trial]) -> list[Trial]:
-    """Trials ordered for prefix reuse: by needle (one haystack window each), deepest needle first.
+    """Trials ordered for prefix reuse: by their tokens before the needle (descending), then length.
 
-    Each trial's haystack before its needle is then a prefix of the trial before it, so its prompt
-    pass starts from that trial's KV cache (`interp.analyze.decoding.PrefixCache`).
+    Trials whose haystacks start alike sit together, deepest needle first, so a trial's text before
+    its needle is cached from an earlier trial (`interp.analyze.decoding.PrefixCache`); trials with
+    the same text before the needle and the same length follow each other, so they share one prompt
+    pass; a longer trial with the same needle at the same place precedes a shorter one, whose whole
+    haystack it then holds.
     """
-    needles = {}
-    for t in trials:
-        needles.setdefault(t.needle.text, len(needles))
-    return sorted(trials, key=lambda t: (needles[t.needle.text], -t.needle_span[0], t.id))
+    return sorted(trials, key=lambda t: (t.input_ids[: t.needle_span[0]], t.length, t.id), reverse=True)
 
 
 def run_trials(
@@ -155,7 +177,7 @@ def run_trials(
             steps = _ArgmaxSteps(DecodeArgmax(), len(group)) if score else None
             with capture(m, edits=list(edits), probes=[steps.probe] if steps else []):
                 out = greedy(m, [t.input_ids for t in group], max_new_tokens=max_new_tokens, eos=eos,
-                             pad_id=pad_id, prefix=prefix, after_forward=steps)
+                             pad_id=pad_id, prefix=prefix, observer=steps)
             seq = out.sequences
             new = seq[:, out.prompt_len :]
             n_steps = _valid_steps(new, eos)
@@ -169,16 +191,20 @@ def run_trials(
 
 @dataclass
 class _ArgmaxSteps:
-    """Collects `DecodeArgmax` after each forward of `greedy`: every prompt's pass (batch 1, the prompt's
-    own key positions), then the batched decoding steps (left-padded key positions)."""
+    """Collects `DecodeArgmax` after each pass of `greedy`: the prompt passes (each prompt's own key
+    positions), then the batched decoding steps (left-padded key positions)."""
 
     probe: DecodeArgmax
     n_prompts: int
     prompts: list = field(default_factory=list)
     steps: list = field(default_factory=list)
 
-    def __call__(self) -> None:
-        (self.prompts if len(self.prompts) < self.n_prompts else self.steps).append(self.probe.take())
+    def before_pass(self, query_rows: Tensor) -> None:
+        self.probe.query_rows = query_rows
+
+    def after_pass(self) -> None:
+        in_prompts = sum(p.shape[1] for p in self.prompts) < self.n_prompts
+        (self.prompts if in_prompts else self.steps).append(self.probe.take())
 
     def argmax(self, pads: Int[Tensor, " batch"]) -> Int[Tensor, "step layer batch head"]:
         """All steps in padded key positions (the first step is the prompt passes' last rows)."""

@@ -61,8 +61,7 @@ def interp_attention(
                     if call.is_causal:  # keys end at the newest token; a sliding cache may have dropped the oldest
                         call.key_offset = max(0, session.seen_before + call.q_len - call.k_len)
     if call is None and not exact:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
+        return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     if call is None:  # nothing captured here, but SDPA cannot compute this layer: use the exact path
         call = _make_call(module, "", -1, 0, query, key, value, attention_mask, scaling, softcap,
                           kwargs.get("position_bias"), sinks)
@@ -74,8 +73,7 @@ def interp_attention(
         z = _exact_output(call, torch.arange(call.n_heads, device=query.device), editors)
         editors = []
     elif z is None:
-        z = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                   **kwargs)[0]
+        z = _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)[0]
     if editors:
         heads = torch.unique(torch.cat([h.to(query.device) for _, h in editors]))
         z[:, :, heads] = _exact_output(call, heads, editors)
@@ -84,6 +82,22 @@ def interp_attention(
     for probe in probes:
         probe.record(call, z)
     return z, None
+
+
+def _sdpa(module, query, key, value, mask, scaling, dropout, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, except that a masked multi-query pass of a GQA model on CPU reads
+    each kv head once (`enable_gqa`). transformers repeats keys and values per query head whenever
+    there is a mask (CUDA's kernels would fall back to plain math); on CPU the flash kernel takes
+    GQA with a mask, with the same result, and the copy costs more than the attention itself for a
+    short prompt over a long cache (4 x 100 queries over 800 keys, SmolLM2 shapes: 10.2 -> 5.6 ms).
+    """
+    groups = getattr(module, "num_key_value_groups", 1)
+    if (query.device.type == "cpu" and mask is not None and groups > 1 and query.shape[2] > 1 and dropout == 0.0
+            and kwargs.get("position_bias") is None and kwargs.get("softcap") is None):
+        z = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                             enable_gqa=True)
+        return z.transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
 def _select_keys(mask, indices: torch.Tensor, k_len: int, dtype) -> torch.Tensor:

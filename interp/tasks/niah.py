@@ -116,7 +116,10 @@ class NiahConfig:
 
     `lengths` count context tokens (haystack + needle, without the template and question);
     `depths` are relative needle positions in [0, 1]. `chat` wraps the prompt in the tokenizer's
-    chat template and pre-fills the answer's restatement.
+    chat template and pre-fills the answer's restatement. Every needle goes into the same haystack
+    window (the start of the text, as in the paper's harness), so trials share all the text before
+    their needle and a prompt pass can start from another trial's cache; `vary_window=True` gives
+    each needle its own window instead (prompts then differ in more than the needle).
     """
 
     lengths: Sequence[int] = (300, 500, 800)
@@ -125,6 +128,7 @@ class NiahConfig:
     haystack: str | Path = DEFAULT_HAYSTACK
     chat: bool = True
     instruction: str = "Read the text below and answer the question after it."
+    vary_window: bool = False
 
 
 @dataclass
@@ -202,8 +206,7 @@ def build_trials(tokenizer, config: NiahConfig | None = None, *, n_ctx: int | No
 
 
 def _make_trial(tokenizer, config, text, offsets, needle, n, length, depth, n_needle) -> Trial:
-    # A different window of the haystack per needle, so prompts differ in more than the needle.
-    first = (n * 1500) % max(1, len(offsets) - length)
+    first = (n * 1500) % max(1, len(offsets) - length) if config.vary_window else 0
     hay_tokens = offsets[first : first + length - n_needle]
     if len(hay_tokens) < length - n_needle:
         raise NeedleTooLongError(f"the haystack has only {len(offsets)} tokens; use lengths below that.")

@@ -5,7 +5,7 @@ import torch
 from tiny import tiny_model
 
 from interp.analyze.decoding import PrefixCache, common_prefix, greedy, supports_prefix_decoding
-from interp.analyze.trials import _run_padded, run_trials
+from interp.analyze.trials import _run_padded, prefix_order, run_trials
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
 from interp.tasks.niah import Needle, Trial
@@ -27,22 +27,26 @@ def tiny():
     return as_model(hf, tokenizer=DigitsTokenizer())
 
 
-def shared_haystack_trials():
-    """Two needles x three depths over one haystack each: trials of a needle share the text before it."""
+def shared_haystack_trials(one_haystack: bool = False):
+    """Two needles x three depths, each needle in its own haystack (trials of a needle share the text
+    before it) or both in one (trials at one depth share it too: one right-padded prompt pass)."""
     g = torch.Generator().manual_seed(0)
+    hays = [torch.randint(3, 12, (60,), generator=g).tolist() for _ in range(2)]
     trials = []
     for n in range(2):
-        hay = torch.randint(3, 12, (60,), generator=g).tolist()
-        needle_ids = [8, 10, 5, 11] if n == 0 else [10, 5, 11, 8]  # what the tiny model generates: copies happen
+        hay = hays[0] if one_haystack else hays[n]
+        needle_ids = [8, 10, 5, 11] if n == 0 else [10, 5, 11, 8, 9, 4]  # what the tiny model generates: copies happen
         needle = Needle(f"needle {n} code 7", "?", "7", "")
         for d, cut in enumerate((20, 30, 45)):
             ids = hay[:cut] + needle_ids + hay[cut:48] + [5, 6]
-            trials.append(Trial(f"n{n}-d{d}", needle, len(ids), d / 2, ids, (cut, cut + 4), (cut, cut + 4)))
-    return trials
+            span = (cut, cut + len(needle_ids))
+            trials.append(Trial(f"n{n}-d{d}", needle, len(ids), d / 2, ids, span, span))
+    return prefix_order(trials)
 
 
-def test_greedy_equals_generate_one_prompt_at_a_time(tiny):
-    prompts = [t.input_ids for t in shared_haystack_trials()]
+@pytest.mark.parametrize("one_haystack", [False, True])
+def test_greedy_equals_generate_one_prompt_at_a_time(tiny, one_haystack):
+    prompts = [t.input_ids for t in shared_haystack_trials(one_haystack)]
     prefix = PrefixCache(min_tokens=4)
     out = greedy(tiny, prompts, max_new_tokens=5, eos=set(), pad_id=0, prefix=prefix)
     for row, ids in enumerate(prompts):
@@ -51,26 +55,29 @@ def test_greedy_equals_generate_one_prompt_at_a_time(tiny):
         assert out.sequences[row, out.pads[row]:out.prompt_len].tolist() == ids
 
 
-def test_prefix_cache_reuses_the_shared_haystack(tiny, monkeypatch):
-    trials = shared_haystack_trials()
-    reused = []
+@pytest.mark.parametrize("one_haystack", [False, True])
+def test_prefix_cache_reuses_the_shared_haystack(tiny, monkeypatch, one_haystack):
+    passes = []
     start = PrefixCache.start
 
-    def spy(self, ids):
-        cache, n = start(self, ids)
-        reused.append(n)
-        return cache, n
+    def spy(self, entries, n):
+        passes.append((n, len(entries)))
+        return start(self, entries, n)
 
     monkeypatch.setattr(PrefixCache, "start", spy)
-    list(run_trials(tiny, trials, batch_size=2, max_new_tokens=3, progress=False))
-    # deepest needle first: after the first trial of each needle, each starts from its whole haystack prefix
-    assert reused == [0, 30, 20, 0, 30, 20]
+    list(run_trials(tiny, shared_haystack_trials(one_haystack), batch_size=6, max_new_tokens=3, progress=False,
+                    prefix=PrefixCache(min_tokens=4)))
+    if one_haystack:  # deepest first; after the first trial, the two needles at one depth share a prompt pass
+        assert passes == [(0, 1), (45, 1), (30, 2), (20, 2)]
+    else:  # per needle: deepest first, each later trial starting from its whole haystack prefix
+        assert passes == [(0, 1), (30, 1), (20, 1)] * 2
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
 
 
+@pytest.mark.parametrize("one_haystack", [False, True])
 @pytest.mark.parametrize("phase", ["prefill", "decode", "both"])
-def test_scores_and_ablations_equal_the_padded_generate_path(tiny, phase):
-    trials = shared_haystack_trials()
+def test_scores_and_ablations_equal_the_padded_generate_path(tiny, phase, one_haystack):
+    trials = shared_haystack_trials(one_haystack)
     edits = [HeadAblation([(0, 1), (1, 2)], mode="zero", phase=phase)]
     fast = {r.id: r for b in run_trials(tiny, trials, batch_size=4, max_new_tokens=5, edits=edits, score=True,
                                         progress=False) for r in b}

@@ -21,9 +21,10 @@ from interp.errors import InterpError
 from interp.models.model import as_model
 from interp.tasks.niah import NEEDLES, Needle, Trial
 
-# Measured on this exact setup (SmolLM2, CPU): top-10 ablated 0.375, random-10 ablated 0.812 (gap 0.44);
-# the test asks for half of that gap so that a trial or two flipping on other hardware does not fail it.
-MEASURED_MARGIN = 0.2
+# Measured on this exact setup (SmolLM2, CPU; every needle in one haystack window): top-10 ablated 0.250,
+# random-10 ablated 0.938 (gap 0.69); the test asks for half of that gap so that a trial or two flipping on
+# other hardware does not fail it.
+MEASURED_MARGIN = 0.34
 
 
 @pytest.fixture(scope="module")
