@@ -3,8 +3,9 @@
 The reference is the straightforward implementation of the paper's score: eager attention with
 `output_attentions=True`, one trial at a time, the prompt minus its last token prefilled into a KV
 cache, then a greedy decoding loop in which every step's attention row of every head is argmax-ed
-and compared with the answer span and the token just generated. `interp` runs the same trials
-left-padded in batches through SDPA, keeping only each head's argmax key (`DecodeArgmax`).
+and compared with the answer span and the token just generated. `interp` runs the same trials in
+batches (`run_trials`: prompt passes over shared prefixes, batched decoding), keeping only each
+head's argmax key (`DecodeArgmax`).
 
     python benchmarks/retrieval.py --lengths 300 --depths 0.2,0.8 --needles 4 --batch-size 16 --threads 1
 

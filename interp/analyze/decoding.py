@@ -1,23 +1,26 @@
-"""Greedy decoding of many prompts: each prompt prefilled on its own over a reused prefix, decoding batched.
+"""Greedy decoding of many prompts: prompt passes over reused prefixes, decoding batched.
 
-Why not `generate` on a left-padded batch: on CPU, SDPA takes its fast causal kernel only for an
-unpadded prompt; a padded batch needs an explicit mask (about the cost of eager attention) and
-pays for its padding too (measured on SmolLM2, 500 tokens: 1.8 s per prompt alone, 2.5 s per row
-in a padded batch of 8). And prompts that share a prefix (NIAH trials of one needle share the
-haystack before it) need not recompute it: the KV cache of a prefix does not depend on what comes
-after it, so a prompt starts from the previous prompt's cache cut to their common prefix. Decoding,
-where batching does pay, runs on the prompts' caches stacked with left padding.
+Why not `generate` on a left-padded batch: prompts that share a prefix (NIAH trials share the
+haystack before their needle) need not recompute it. The KV cache of a prefix does not depend on
+what comes after it, so a prompt pass starts from the longest prefix it shares with a recently
+cached prompt (`PrefixCache`), and consecutive prompts that start from the same length run as one
+pass, right-padded after it (no mask needed: causal attention keeps real tokens from seeing the
+padding). A left-padded batch would also need an explicit mask and pay for its padding (SmolLM2,
+500 tokens, one core: 1.8 s per prompt alone, 2.5 s per row in a padded batch of 8). Decoding,
+where batching pays most, runs on the prompts' caches stacked with left padding, in buffers with
+room for the new tokens (`DynamicCache` would copy the whole cache at every step).
 
     >>> prefix = PrefixCache()
     >>> out = greedy(m, [ids_a, ids_b], max_new_tokens=8, eos={2}, pad_id=0, prefix=prefix)  # doctest: +SKIP
     >>> out.sequences[:, out.prompt_len:]                                          # generated tokens
 
 Runs inside an open `capture(...)` session when the caller wants probes or edits: every forward
-pass (each prompt's prefill, then each batched decoding step) goes through the capture engine.
+pass (each prompt pass, then each batched decoding step) goes through the capture engine.
 Models whose cache is not a plain `DynamicCache` of full-attention layers (sliding windows,
 linear-attention hybrids) are not supported here: `supports_prefix_decoding` tells.
 
-Memory: one KV cache per prompt of the batch, plus their stacked copy while decoding.
+Memory: the KV caches of the batch's prompts and of the prefix cache's `keep` recent prompts,
+plus the stacked copy while decoding.
 """
 
 import inspect

@@ -92,3 +92,41 @@ def test_scores_and_ablations_equal_the_padded_generate_path(tiny, phase, one_ha
 def test_models_with_sliding_window_caches_take_the_general_path():
     assert supports_prefix_decoding(tiny_model("llama"))
     assert not supports_prefix_decoding(tiny_model("gemma2"))  # sliding-window cache layers
+
+
+def test_reserved_cache_layer_writes_in_place_then_falls_back_to_concatenation():
+    from interp.analyze.decoding import _ReservedLayer
+
+    keys, values = torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)
+    layer = _ReservedLayer(keys, values, length=3)
+    new = torch.ones(1, 2, 2, 4)
+    k, _ = layer.update(new, new)  # fills the room: written into the buffer itself
+    assert k.shape[-2] == 5 and k.data_ptr() == keys.data_ptr() and bool((keys[..., 3:, :] == 1).all())
+    k, v = layer.update(2 * new[..., :1, :], 2 * new[..., :1, :])  # no room left: a concatenated copy
+    assert k.shape[-2] == 6 and k.data_ptr() != keys.data_ptr()
+    assert bool((k[..., 5, :] == 2).all()) and bool((v[..., 3:5, :] == 1).all())
+
+
+def test_decode_argmax_supplies_the_same_decoding_output_as_sdpa(tiny):
+    """The probe computes a single-query pass's output itself, from the weights it argmaxes."""
+    from interp.analyze.trials import DecodeArgmax
+    from interp.capture import capture
+
+    ids = torch.randint(3, 12, (3, 24), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 25, dtype=torch.long)
+    mask[0, :5] = 0  # a left-padded row
+    with torch.no_grad():
+        cache = tiny.hf(input_ids=ids, attention_mask=mask[:, :-1], use_cache=True).past_key_values
+        step = dict(input_ids=ids[:, -1:], attention_mask=mask, position_ids=torch.full((3, 1), 24))
+        plain = tiny.hf(**step, past_key_values=_copy(cache)).logits
+        probe = DecodeArgmax()
+        with capture(tiny, probes=[probe]):
+            probed = tiny.hf(**step, past_key_values=_copy(cache)).logits
+    torch.testing.assert_close(probed, plain, atol=1e-5, rtol=0)
+    assert probe.take().shape == (tiny.adapter.n_layers(), 3, tiny.adapter.n_heads)
+
+
+def _copy(cache):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v, _ in cache])
