@@ -117,7 +117,7 @@ def test_decode_argmax_supplies_the_same_decoding_output_as_sdpa(tiny):
     mask[0, :5] = 0  # a left-padded row
     with torch.no_grad():
         cache = tiny.hf(input_ids=ids, attention_mask=mask[:, :-1], use_cache=True).past_key_values
-        step = dict(input_ids=ids[:, -1:], attention_mask=mask, position_ids=torch.full((3, 1), 24))
+        step = {"input_ids": ids[:, -1:], "attention_mask": mask, "position_ids": torch.full((3, 1), 24)}
         plain = tiny.hf(**step, past_key_values=_copy(cache)).logits
         probe = DecodeArgmax()
         with capture(tiny, probes=[probe]):
