@@ -57,17 +57,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """The token ids and KV caches of the last `keep` prompts; a prompt pass starts from the longest
-    prefix it shares with any of them.
+    """What `greedy` keeps between calls: the token ids and KV caches of the last `keep` prompts (a
+    prompt pass starts from the longest prefix it shares with any of them), and the decoding buffers.
 
     Order prompts so that shared prefixes come before the prompts that extend them (e.g. NIAH trials
-    by their text before the needle, deepest needle first) to reuse the most. Memory: up to `keep`
-    prompts' KV caches stay alive.
+    by their text before the needle, deepest needle first) to reuse the most. The decoding buffers
+    are reused by the next call when they are big enough: writing into freshly allocated memory
+    costs its page faults, ~1.5 s per GB on the 2-core development machine, more than the copy.
+    Memory: up to `keep` prompts' KV caches, plus the largest batch's decoding buffers.
     """
 
     def __init__(self, min_tokens: int = 16, keep: int = 8):
         self.min_tokens, self.keep = min_tokens, keep
         self.entries: list[tuple[list[int], list[tuple[Tensor, Tensor]]]] = []  # (ids, per layer (keys, values))
+        self.buffers: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> decoding (keys, values) [batch, kv, pos, d]
 
     def reusable(self, ids: Sequence[int]) -> tuple[int, int]:
         """(n, entry): how many leading tokens of `ids` can come from the cache, and from which entry
@@ -93,6 +96,19 @@ class PrefixCache:
 
     def remember(self, ids: Sequence[int], layers: list[tuple[Tensor, Tensor]]) -> None:
         self.entries = [*self.entries, (list(ids), layers)][-self.keep:]
+
+    def decoding_buffers(self, layer: int, batch: int, positions: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values buffers `[batch, kv_head, positions, d_head]` for `layer`, shaped and typed
+        like `like`: views into the buffers of an earlier call when they are big enough."""
+        if layer in self.buffers:
+            keys, values = self.buffers[layer]
+            if (keys.shape[0] >= batch and keys.shape[2] >= positions and keys.shape[1] == like.shape[1]
+                    and keys.shape[3] == like.shape[3] and keys.dtype == like.dtype and keys.device == like.device):
+                return keys[:batch, :, :positions], values[:batch, :, :positions]
+        room = -(-positions // 256) * 256  # slack: the next batch's prompts may be a few tokens longer
+        shape = (batch, like.shape[1], room, like.shape[3])
+        self.buffers[layer] = (like.new_empty(shape), like.new_empty(shape))
+        return self.buffers[layer][0][:, :, :positions], self.buffers[layer][1][:, :, :positions]
 
 
 class PassObserver(Protocol):
@@ -156,7 +172,7 @@ def greedy(
     tokens = torch.cat(first)
     generated = [tokens]
     done = _is_eos(tokens, eos)
-    cache = _stack(rows, pads, max_new_tokens - 1) if max_new_tokens > 1 and not bool(done.all()) else None
+    cache = _stack(rows, pads, max_new_tokens - 1, prefix) if max_new_tokens > 1 and not bool(done.all()) else None
     mask = (torch.arange(width)[None] >= pads[:, None]).long()
     for step in range(1, max_new_tokens):
         if bool(done.all()):
@@ -229,15 +245,15 @@ def _is_eos(tokens: Int[Tensor, " batch"], eos: set[int]) -> Tensor:
     return torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long))
 
 
-def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int) -> DynamicCache:
+def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int, prefix: PrefixCache) -> DynamicCache:
     """One batched cache from single-prompt caches, each left-padded with zeros by `pads[row]`, with
-    `room` free positions after the longest so that decoding writes in place (`_ReservedLayer`)."""
+    `room` free positions after the longest so that decoding writes in place (`_ReservedLayer`), in
+    the prefix cache's decoding buffers."""
     layers = []
-    for per_prompt in zip(*caches):
+    for layer, per_prompt in enumerate(zip(*caches)):
         k0 = per_prompt[0][0]
         width = int(pads[0]) + k0.shape[-2]
-        shape = (len(caches), k0.shape[1], width + room, k0.shape[-1])
-        keys, values = k0.new_empty(shape), k0.new_empty(shape)  # the room is written before it is read
+        keys, values = prefix.decoding_buffers(layer, len(caches), width + room, k0)  # room: written before read
         for row, ((k, v), pad) in enumerate(zip(per_prompt, pads.tolist())):
             keys[row, :, :pad], values[row, :, :pad] = 0.0, 0.0  # masked, but must be finite (0 x nan = nan)
             keys[row, :, pad:width] = k[0]

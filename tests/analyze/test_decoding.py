@@ -55,6 +55,19 @@ def test_greedy_equals_generate_one_prompt_at_a_time(tiny, one_haystack):
         assert out.sequences[row, out.pads[row]:out.prompt_len].tolist() == ids
 
 
+def test_later_calls_decode_in_the_buffers_of_earlier_ones(tiny):
+    prompts = [t.input_ids for t in shared_haystack_trials()]
+    prefix = PrefixCache(min_tokens=4)
+    first = greedy(tiny, prompts[:4], max_new_tokens=5, eos=set(), pad_id=0, prefix=prefix)
+    keys = prefix.buffers[0][0]
+    second = greedy(tiny, prompts[4:], max_new_tokens=5, eos=set(), pad_id=0, prefix=prefix)
+    assert prefix.buffers[0][0] is keys  # two rows fit the four-row buffers: no new memory
+    for out, batch in ((first, prompts[:4]), (second, prompts[4:])):
+        for row, ids in enumerate(batch):
+            want = tiny.hf.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False, pad_token_id=0)
+            assert out.sequences[row, out.prompt_len:].tolist() == want[0, len(ids):].tolist()
+
+
 @pytest.mark.parametrize("one_haystack", [False, True])
 def test_prefix_cache_reuses_the_shared_haystack(tiny, monkeypatch, one_haystack):
     passes = []
