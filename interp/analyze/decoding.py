@@ -152,10 +152,14 @@ def greedy(
     prefix = prefix or PrefixCache()
     rows, first, i = [], [], 0
     while i < len(prompts):
-        group = [prompts[i]]
-        while i + len(group) < len(prompts) and _shares_pass(prefix, group, prompts[i + len(group)]):
-            group.append(prompts[i + len(group)])
-        sources = [prefix.reusable(ids) for ids in group]
+        group, sources = [prompts[i]], [prefix.reusable(prompts[i])]
+        while i + len(group) < len(prompts):
+            ids = prompts[i + len(group)]
+            source = prefix.reusable(ids)
+            if not _shares_pass(group, sources[0][0], ids, source[0], close=prefix.min_tokens):
+                break
+            group.append(ids)
+            sources.append(source)
         n = min(n for n, _ in sources)
         layers, tokens = _prompt_pass(model, group, prefix.start([e for _, e in sources], n), n, pad_id, observer)
         for ids, own in zip(group, layers):
@@ -225,13 +229,11 @@ def _prompt_pass(
     return layers, tokens
 
 
-def _shares_pass(prefix: PrefixCache, group: Sequence[Sequence[int]], ids: Sequence[int]) -> bool:
-    """Whether `ids` joins `group`'s prompt pass: it reuses about as much of the cache as the group's
-    first prompt, would not reuse much more of a group member (not cached yet), and is about as
-    long (right padding is wasted work)."""
-    close = prefix.min_tokens
-    n = prefix.reusable(group[0])[0]
-    return (abs(prefix.reusable(ids)[0] - n) < close and abs(len(ids) - len(group[0])) < close
+def _shares_pass(group: Sequence[Sequence[int]], n: int, ids: Sequence[int], reuse: int, close: int) -> bool:
+    """Whether `ids` (which can reuse `reuse` cached tokens) joins `group`'s prompt pass (whose first
+    prompt reuses `n`): it reuses about as much, would not reuse much more of a group member (not
+    cached yet), and is about as long (right padding is wasted work)."""
+    return (abs(reuse - n) < close and abs(len(ids) - len(group[0])) < close
             and max(common_prefix(g, ids) for g in group) - n < close)
 
 
