@@ -67,11 +67,12 @@ def child(method: str, n: int, repeats: int = 1) -> dict:
 
     import interp
     from interp.capture.stats import Stats
+    from interp.resources import data_path
 
     torch.manual_seed(0)
     backend = {"tl": "tl", "nnsight": "nnsight"}.get(method, "hf")
     m = interp.load("smollm2", backend=backend)
-    text = (Path(__file__).resolve().parents[2] / "shared/data/text/pg84-frankenstein.txt").read_text()
+    text = data_path("text", "pg1342-pride-and-prejudice.txt").read_text()
     ids = m.tokenizer(text[: n * 8], return_tensors="pt")["input_ids"][:, :n]
     assert ids.shape[1] == n, f"text too short for {n} tokens"
     if method == "eager":

@@ -32,8 +32,9 @@ from interp.capture.session import capture
 from interp.capture.stats import Stats
 from interp.errors import InterpError
 from interp.models.model import as_model
+from interp.resources import data_path
 
-DEFAULT_TEXT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "text"
+DEFAULT_TEXT = data_path("text")
 
 
 @dataclass

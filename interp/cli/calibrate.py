@@ -3,6 +3,13 @@
     interp calibrate smollm2 --task sst2 --shots 4 --dev 64 --test 500
     interp calibrate smollm2 --task trec --heads 12:3,14:0          # no search: these heads
     interp calibrate smollm2 --task sst2 --calibration runs/calibrate-sst2/calibration.json
+    interp calibrate smollm2 --task-file my.jsonl --shots 2 --dev 16 --test 50   # your own task
+
+A task file is JSON lines: a first line naming the label words, then one example a line
+(`interp.tasks.task_file` documents the format):
+
+    {"labels": ["negative", "positive"], "input_prefix": "Review: ", "answer_prefix": "Sentiment:"}
+    {"text": "a gorgeous, witty, seductive movie.", "label": "positive", "split": "train"}
 
 Few-shot prompts are scored by label-word log-probabilities. Heads are searched on a dev split
 from the training pool (per-head screening, then greedy set building, `--budget` dev evaluations);
@@ -25,11 +32,14 @@ from interp.errors import InterpError
 from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
+from interp.tasks.task_file import read_task_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="embedded name (smollm2), local directory or .gguf file")
-    parser.add_argument("--task", required=True, help=f"few-shot task: {', '.join(TASKS)}")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help=f"few-shot task: {', '.join(TASKS)}")
+    which.add_argument("--task-file", help="your own task: a JSON-lines file (format: interp.tasks.task_file)")
     parser.add_argument("--shots", type=int, default=4, help="demonstrations per prompt (balanced over labels)")
     parser.add_argument("--dev", type=int, default=64, help="dev examples for the head search")
     parser.add_argument("--test", type=int, default=500, help="test examples (disjoint from demos and dev)")
@@ -44,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", help="re-apply a saved calibration.json, no search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--data", help="folder holding sst2/ agnews/ trec/ (default ../shared/data/fewshot)")
+    parser.add_argument("--data", help="folder holding sst2/ agnews/ trec/ (default: the shipped data/fewshot)")
     parser.add_argument("--out", help="output folder (default runs/calibrate-TASK)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
@@ -52,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    task = get_task(args.task)  # unknown names fail before the model loads
+    task = read_task_file(args.task_file) if args.task_file else get_task(args.task)  # fails before loading
     cal = Calibration.load(args.calibration) if args.calibration else None
     manual = parse_heads(args.heads) if args.heads else None
     Calibration([], beta=args.beta, tau=args.tau)  # validates beta / tau early

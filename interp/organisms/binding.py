@@ -46,9 +46,10 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError
+from interp.resources import data_path
 from interp.tasks.binding import TEMPLATES, BindingPrompt, BindingTask, accuracy, vocabulary
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "binding_organism"
+DEFAULT_DIR = data_path("binding_organism")
 SPECIALS = ("<pad>", "<unk>", "<eos>")
 
 

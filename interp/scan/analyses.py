@@ -60,17 +60,6 @@ def _chunk_rows(ctx: Context, model, ids, default: int) -> int:
 from dataclasses import dataclass
 
 
-def _sink_text():
-    from pathlib import Path
-
-    from interp.analyze import sinks
-    from interp.tasks import niah
-
-    if sinks.DEFAULT_TEXT.is_dir() and sorted(sinks.DEFAULT_TEXT.glob("*.txt")):
-        return None  # the analyzer's own default
-    return niah.DEFAULT_HAYSTACK if Path(niah.DEFAULT_HAYSTACK).exists() else False
-
-
 @dataclass
 class SinksScan:
     """Gu et al.'s setting, small: `n_prompts` passages of `words` words cut to `length` tokens."""
@@ -84,19 +73,13 @@ class SinksScan:
     seed: int = 0
 
 
-def _sinks_available():
-    return None if _sink_text() is not False else "no public-domain text found for sink prompts"
-
-
-@register("sinks", SinksScan, "attention sinks: first-token column mean (Gu et al.), hidden sinks (ACT)",
-          _sinks_available)
+@register("sinks", SinksScan, "attention sinks: first-token column mean (Gu et al.), hidden sinks (ACT)")
 def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
     import torch
 
     from interp.analyze.sinks import HiddenSink, SinkConfig, SinkReport, find_sinks, passages
 
-    path = _sink_text() or None
-    prompts = passages(config.n_prompts, words=config.words, path=path, seed=config.seed)
+    prompts = passages(config.n_prompts, words=config.words, seed=config.seed)
     cfg = SinkConfig(epsilons=(config.eps,), tau=config.tau, length=config.length, batch_size=config.batch_size)
     groups = [prompts[i:i + config.batch_size] for i in range(0, len(prompts), config.batch_size)]
     firsts, counts, hidden, lengths, seen = [], [], [], [], 0

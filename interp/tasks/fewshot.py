@@ -11,7 +11,8 @@ in-context-learning calibration literature (Zhao et al. 2021, also ACT's classif
 
 The model's prediction is the label whose word's first token gets the highest log-probability at
 the next position (one forward pass per prompt; first tokens must differ, which is checked).
-Data: `../shared/data/fewshot/` (not shipped with the project; pass `data_dir` elsewhere).
+Data: SST-2, AG News and TREC ship in the package's `data/fewshot/` (provenance in `data/README.md`);
+`data_dir=` points elsewhere. Your own task: a JSON-lines file read by `interp.tasks.task_file`.
 
     >>> split = make_split("sst2", shots=4, dev=64, test=200, seed=0)        # doctest: +SKIP
     >>> scores = evaluate(m, split.task, split.demos, split.test)            # doctest: +SKIP
@@ -35,8 +36,9 @@ from rich.progress import track
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.resources import data_path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fewshot"
+DEFAULT_DATA = data_path("fewshot")
 
 
 class UnknownTaskError(InterpError, KeyError):
@@ -62,6 +64,7 @@ class Task:
     answer_prefix: str  # e.g. "Sentiment:"
     instruction: str = ""
     read: Callable[[Path], tuple[list[Example], list[Example]]] = field(default=None, repr=False, compare=False)
+    source: Path | None = None  # a task read from its own file (`interp.tasks.task_file`), not from `data_dir`
 
     def demo(self, ex: Example) -> str:
         return f"{self.input_prefix}{ex.text}\n{self.answer_prefix} {self.labels[ex.label]}\n\n"
@@ -139,10 +142,10 @@ def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int =
     task = get_task(task) if isinstance(task, str) else task
     if shots < 0 or dev < 0 or test < 1:
         raise InterpError(f"need shots >= 0, dev >= 0 and test >= 1; got shots={shots}, dev={dev}, test={test}.")
-    root = Path(data_dir) if data_dir is not None else DEFAULT_DATA
-    if not (root / task.name).is_dir():
+    root = task.source or (Path(data_dir) if data_dir is not None else DEFAULT_DATA)
+    if task.source is None and not (root / task.name).is_dir():
         raise InterpError(f"few-shot data for {task.name!r} not found under {root}; pass data_dir= (or --data) "
-                          f"pointing at a folder with {task.name}/ in it (see shared/data/README.md).")
+                          f"pointing at a folder with {task.name}/ in it (see data/README.md).")
     train, pool = _read(task, root)
     rng = random.Random(seed)
     order = list(range(len(train)))
@@ -151,7 +154,10 @@ def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int =
     for cls in (c for _ in range(shots) for c in range(len(task.labels))):  # round-robin over classes
         if len(demos) == shots:
             break
-        i = next(i for i in order if i not in used and train[i].label == cls)
+        i = next((i for i in order if i not in used and train[i].label == cls), None)
+        if i is None:
+            raise InterpError(f"{task.name} has too few training examples labelled {task.labels[cls]!r} for "
+                              f"{shots} balanced shots; lower --shots.")
         used.add(i)
         demos.append(train[i])
     rng.shuffle(demos)

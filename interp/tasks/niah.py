@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError, PromptTooLongError
+from interp.resources import data_path
 
-HAYSTACK_DIR = Path(__file__).resolve().parents[2] / "data" / "haystack"
+HAYSTACK_DIR = data_path("haystack")
 DEFAULT_HAYSTACK = HAYSTACK_DIR / "pride-and-prejudice.txt"
 HELDOUT_TEXT = HAYSTACK_DIR / "heldout-frankenstein.txt"
 

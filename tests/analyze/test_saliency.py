@@ -1,6 +1,5 @@
 """Saliency: our batched runs equal direct per-token captum calls; attention rows sum to 1; bad input."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ from interp.analyze.saliency import (
     text_target,
 )
 from interp.errors import InterpError
+from interp.resources import data_path
 from interp.tasks.speech import AudioError
-
-READY = (Path(__file__).parents[2] / "interp" / "capture" / "READY").exists()
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +218,7 @@ class _Tok:
 
 # ----------------------------------------------------------------------------- real models (slow)
 
-SPEECH = Path(__file__).parents[2] / "data" / "speech"
+SPEECH = data_path("speech")
 
 
 @pytest.mark.slow

@@ -69,8 +69,8 @@ def test_bad_input():
 
 
 @pytest.mark.slow
-def test_smollm2_has_first_token_sinks(smollm2, shared_data):
-    prompts = passages(4, path=shared_data / "text" / "pg84-frankenstein.txt")
+def test_smollm2_has_first_token_sinks(smollm2, data):
+    prompts = passages(4, path=data / "haystack" / "heldout-frankenstein.txt")
     report = find_sinks(smollm2, prompts, SinkConfig(length=64), progress=False)
     assert report.first.shape == (4, 30, 9)
     assert min(report.n_tokens) == 64

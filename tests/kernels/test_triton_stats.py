@@ -20,15 +20,17 @@ INTERPRETED = CUDA or bool(triton.knobs.runtime.interpret)
 needs_kernel = pytest.mark.skipif(not INTERPRETED, reason="run by test_in_fresh_interpreter")
 
 
-@pytest.mark.fast
-@pytest.mark.skipif(INTERPRETED, reason="this process already runs the kernels")
-def test_in_fresh_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                          env=env, capture_output=True, text=True, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "7 passed" in proc.stdout, proc.stdout[-500:]
+if not INTERPRETED:  # triton was imported without the interpreter: run this file again with it
+
+    @pytest.mark.fast
+    def test_in_fresh_interpreter():
+        env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                              env=env, capture_output=True, text=True, timeout=300,
+                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "7 passed" in proc.stdout, proc.stdout[-500:]
+
 
 from interp.errors import InterpError  # noqa: E402
 from interp.kernels import all_stats, column_stats, reference  # noqa: E402

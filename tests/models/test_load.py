@@ -23,8 +23,8 @@ def test_embedded_model_loads_offline_from_the_cache(monkeypatch, smollm2):
 
 
 @pytest.mark.slow
-def test_embedded_model_answers_a_needle_in_a_haystack_question(smollm2, shared_data):
-    text = (shared_data / "text" / "pg1342-pride-and-prejudice.txt").read_text()
+def test_embedded_model_answers_a_needle_in_a_haystack_question(smollm2, data):
+    text = (data / "text" / "pg1342-pride-and-prejudice.txt").read_text()
     start = text.index("It is a truth universally")
     sentences = text[start:start + 2000].split(". ")
     needle = "The secret ingredient in Grandma's soup is smoked paprika"

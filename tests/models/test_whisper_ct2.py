@@ -10,8 +10,9 @@ import torch
 
 from interp.errors import CorruptModelError
 from interp.models.whisper_ct2 import build_whisper, ensure_whisper_tiny_en, read_ct2
+from interp.resources import data_path
 
-SPEECH = Path(__file__).parents[2] / "data" / "speech"
+SPEECH = data_path("speech")
 
 
 # ----------------------------------------------------------------------------- a CTranslate2 writer (test side)

@@ -30,12 +30,11 @@ def test_analysis_yields_per_layer_maps(name, tiny_dir, tmp_path):
 @pytest.mark.fast
 def test_sinks_adapter_matches_the_analyzer(tiny_dir, tmp_path):
     from interp.analyze.sinks import SinkConfig, find_sinks, passages
-    from interp.scan.analyses import _sink_text
 
     cfg = TINY["sinks"]
     doc = scan(str(tiny_dir), analyses="sinks", out=tmp_path, config={"sinks": cfg}, progress=False,
                examples=False, report=False)
-    prompts = passages(cfg["n_prompts"], words=cfg["words"], path=_sink_text() or None, seed=0)
+    prompts = passages(cfg["n_prompts"], words=cfg["words"], seed=0)
     direct = find_sinks(interp.load(str(tiny_dir)), prompts, SinkConfig(epsilons=(0.3,), length=cfg["length"],
                                                                          batch_size=cfg["batch_size"]),
                         progress=False)

@@ -1,4 +1,4 @@
-"""A tiny random Llama saved with SmolLM2's tokenizer, and small scan settings, for fast scan tests."""
+"""A tiny random Llama saved with a small SmolLM2-style tokenizer, and small scan settings, for fast scan tests."""
 
 from pathlib import Path
 
@@ -9,9 +9,9 @@ SMALL = {"heads": {"n_random": 4, "half_len": 12, "batch_size": 2, "text_tokens"
 
 
 def save_tiny(path: Path, seed: int = 0) -> Path:
-    from interp.models import zoo
+    from tokenizer import small_tokenizer  # tests/tokenizer.py: offline, no model download
 
-    tok = tf.AutoTokenizer.from_pretrained(zoo.ensure_smollm2())
+    tok = small_tokenizer()
     torch.manual_seed(seed)
     cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)

@@ -11,16 +11,16 @@ from interp.tasks.fewshot import (TASKS, Example, UnknownTaskError, bootstrap_ci
 
 @pytest.mark.fast
 @pytest.mark.parametrize("name", list(TASKS))
-def test_splits_are_disjoint_balanced_and_deterministic(name, shared_data):
+def test_splits_are_disjoint_balanced_and_deterministic(name, data):
     n_labels = len(TASKS[name].labels)
-    split = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=3, data_dir=shared_data / "fewshot")
+    split = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=3, data_dir=data / "fewshot")
     assert len(split.demos) == 2 * n_labels and len(split.dev) == 30 and len(split.test) == 40
     assert sorted(e.label for e in split.demos) == sorted(list(range(n_labels)) * 2)
     demos, dev, test = ({(e.text, e.label) for e in s} for s in (split.demos, split.dev, split.test))
     assert not (demos & dev) and not (demos & test) and not (dev & test)
-    again = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=3, data_dir=shared_data / "fewshot")
+    again = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=3, data_dir=data / "fewshot")
     assert again.demos == split.demos and again.test == split.test
-    other = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=4, data_dir=shared_data / "fewshot")
+    other = make_split(name, shots=2 * n_labels, dev=30, test=40, seed=4, data_dir=data / "fewshot")
     assert other.test != split.test
 
 
@@ -67,8 +67,8 @@ def test_bad_input(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_batched_scores_equal_single_prompt_forwards(smollm2, shared_data):
-    split = make_split("sst2", shots=2, dev=0, test=5, seed=1, data_dir=shared_data / "fewshot")
+def test_batched_scores_equal_single_prompt_forwards(smollm2, data):
+    split = make_split("sst2", shots=2, dev=0, test=5, seed=1, data_dir=data / "fewshot")
     scores = evaluate(smollm2, split.task, split.demos, split.test, batch_size=5)
     ids = label_token_ids(smollm2.tokenizer, split.task)
     for i, ex in enumerate(split.test):  # reference: one unpadded prompt at a time
@@ -79,9 +79,9 @@ def test_batched_scores_equal_single_prompt_forwards(smollm2, shared_data):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_with_fixed_heads(tmp_path, shared_data, capsys):
+def test_cli_end_to_end_with_fixed_heads(tmp_path, data, capsys):
     args = ["calibrate", "smollm2", "--task", "sst2", "--shots", "2", "--dev", "0", "--test", "6", "--heads",
-            "12:3,20:1", "--data", str(shared_data / "fewshot"), "--out", str(tmp_path), "--no-progress"]
+            "12:3,20:1", "--data", str(data / "fewshot"), "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 0
     import json
 
@@ -92,6 +92,6 @@ def test_cli_end_to_end_with_fixed_heads(tmp_path, shared_data, capsys):
     saved = json.loads((tmp_path / "calibration.json").read_text())
     assert saved["model"]["n_heads"] == 9 and saved["rule"] == "prefill"
     assert main(args[:10] + ["--calibration", str(tmp_path / "calibration.json"), "--data",
-                            str(shared_data / "fewshot"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+                            str(data / "fewshot"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["calibrated"] == report["calibrated"]

@@ -1,7 +1,6 @@
 """Needle-in-a-haystack prompts: token-exact placement, spans, padding and clear errors."""
 
 import pytest
-from transformers import AutoTokenizer
 
 from interp.errors import InterpError, PromptTooLongError
 from interp.tasks.niah import (
@@ -21,18 +20,10 @@ pytestmark = pytest.mark.fast
 
 
 @pytest.fixture(scope="module")
-def tokenizer(smollm2_dir):
-    return AutoTokenizer.from_pretrained(smollm2_dir)
+def tokenizer():
+    from tokenizer import small_tokenizer  # tests/tokenizer.py: offline, no model download
 
-
-@pytest.fixture(scope="module")
-def smollm2_dir():
-    from interp.models import zoo
-
-    try:
-        return str(zoo.ensure_smollm2())
-    except Exception as err:  # pragma: no cover - no embedded model in this environment
-        pytest.skip(f"embedded SmolLM2 unavailable: {err}")
+    return small_tokenizer()
 
 
 @pytest.fixture(scope="module")
