@@ -22,7 +22,7 @@ from rich.table import Table
 
 import interp
 from interp.errors import InterpError
-from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
+from interp.intervene.calibrate import EXEMPT, Calibration, calibrate, model_identity, parse_heads
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
 
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=int, default=500, help="test examples (disjoint from demos and dev)")
     parser.add_argument("--beta", type=float, default=0.4, help="factor kept on sink attention (ACT: 0.4)")
     parser.add_argument("--tau", type=float, default=0.1, help="column-mean threshold of a sink (ACT: 0.1)")
+    parser.add_argument("--exempt", default="first_sink", choices=EXEMPT,
+                        help="the sink left undamped: each head's first detected sink (ACT's code, default) or the "
+                             "first token")
     parser.add_argument("--budget", type=int, default=60, help="dev evaluations the head search may spend")
     parser.add_argument("--max-heads", type=int, default=8, help="largest head set the search builds")
     parser.add_argument("--skip-first", type=int, default=2, help="first layers never calibrated (ACT: 2)")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)  # unknown names fail before the model loads
     cal = Calibration.load(args.calibration) if args.calibration else None
     manual = parse_heads(args.heads) if args.heads else None
-    Calibration([], beta=args.beta, tau=args.tau)  # validates beta / tau early
+    Calibration([], beta=args.beta, tau=args.tau, exempt=args.exempt)  # validates the settings early
     if cal is None and manual is None and args.dev < 1:
         raise InterpError("a head search needs --dev >= 1 examples; or pass --heads / --calibration.")
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
 
     def score(heads, examples, label):
-        cal_ = Calibration(heads, beta=args.beta, tau=args.tau)
+        cal_ = Calibration(heads, beta=args.beta, tau=args.tau, exempt=args.exempt)
         with calibrate(model, cal_):
             return evaluate(model, task, split.demos, examples, batch_size=args.batch_size, progress=progress,
                             description=label)
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             search = search_heads(dev_score, n_layers=model.adapter.n_layers(), n_heads=model.adapter.n_heads,
                                   config=config, progress=progress)
             manual = search.heads
-        cal = Calibration(manual, beta=args.beta, tau=args.tau, model=model_identity(model),
+        cal = Calibration(manual, beta=args.beta, tau=args.tau, exempt=args.exempt, model=model_identity(model),
                           meta={"task": task.name, "shots": args.shots, "dev": args.dev, "seed": args.seed,
                                 "dev_baseline": list(search.baseline) if search else None,
                                 "dev_calibrated": list(search.score) if search else None})
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     diff = tuned.correct.float() - plain.correct.float()
     report = {
         "model": model_identity(model), "task": task.name, "shots": args.shots, "dev": args.dev, "test": args.test,
-        "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "heads": [list(h) for h in cal.heads],
+        "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "exempt": cal.exempt, "heads": [list(h) for h in cal.heads],
         "uncalibrated": {"accuracy": plain.accuracy, "ci95": plain.ci(seed=args.seed)},
         "calibrated": {"accuracy": tuned.accuracy, "ci95": tuned.ci(seed=args.seed)},
         "difference": {"accuracy": diff.mean().item(), "ci95": bootstrap_ci(diff, seed=args.seed)},
