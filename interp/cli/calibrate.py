@@ -15,13 +15,12 @@ bootstrap 95% intervals for each and for the paired difference. Writes `calibrat
 import argparse
 import json
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 import interp
-from interp.errors import InterpError
+from interp.errors import InterpError, check_out_dir
 from interp.intervene.calibrate import EXEMPT, Calibration, calibrate, model_identity, parse_heads
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
@@ -61,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     Calibration([], beta=args.beta, tau=args.tau, exempt=args.exempt)  # validates the settings early
     if cal is None and manual is None and args.dev < 1:
         raise InterpError("a head search needs --dev >= 1 examples; or pass --heads / --calibration.")
+    out = check_out_dir(args.out or f"runs/calibrate-{task.name}")  # before any computation
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
         model = interp.load(args.model, device=args.device)
     progress = not args.no_progress
-    out = Path(args.out or f"runs/calibrate-{task.name}")
     started = time.time()
 
     def score(heads, examples, label):
