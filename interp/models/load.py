@@ -139,7 +139,7 @@ def _resolve(ref: str) -> tuple[str, str | None]:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} has no config.json; pass a transformers model directory "
                                      f"(as written by save_pretrained) or a .gguf file.")
-        if not any(path.glob(f"*{ext}") for ext in WEIGHT_FILES):
+        if not any(next(path.glob(f"*{ext}"), None) for ext in WEIGHT_FILES):
             raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} files); "
                                     f"finish the download or save the model again with save_pretrained.")
         _check_family(str(path))
