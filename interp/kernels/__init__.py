@@ -155,5 +155,17 @@ def column_stats(
                                       softcap=softcap, chunk=chunk)
 
 
-__all__ = ["RowStats", "ColumnStats", "Spans", "Workspace", "span_bounds", "attention_stats", "column_stats", "all_stats",
-           "BACKENDS", "pick_backend", "tile_size", "triton_usable"]
+__all__ = [
+    "BACKENDS",
+    "ColumnStats",
+    "RowStats",
+    "Spans",
+    "Workspace",
+    "all_stats",
+    "attention_stats",
+    "column_stats",
+    "pick_backend",
+    "span_bounds",
+    "tile_size",
+    "triton_usable",
+]
