@@ -122,12 +122,20 @@ class RetrievalScores:
                     f"retrieval score file {path} does not exist; write one with `RetrievalScores.save` "
                     f'or pass a released `{{"layer-head": [scores]}}` JSON file.'
                 )
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise InterpError(f"{path} is not a retrieval score file: not valid JSON ({err}).") from None
+        if not isinstance(data, dict) or not data:
+            raise InterpError('not a retrieval score file: expected a non-empty {"layer-head": [scores]} object.')
         try:
             keys = {tuple(int(x) for x in k.split("-")): v for k, v in data.items()}
+            if any(len(k) != 2 or min(k) < 0 for k in keys) or not all(
+                    isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in keys.values()):
+                raise ValueError("keys 'layer-head', values lists of numbers")
         except (ValueError, AttributeError) as err:
             raise InterpError(
-                f"not a retrieval score file: keys must look like 'layer-head' ({err})."
+                f"not a retrieval score file: keys must look like 'layer-head' with lists of scores ({err})."
             ) from None
         lengths = {len(v) for v in keys.values()}
         if len(lengths) > 1:

@@ -12,8 +12,8 @@ of SmolLM2 is 2.4 GB in fp32. Select heads and query rows, store in a smaller `d
 `device="cpu"`, or use the streaming `Stats` recorder instead.
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from interp.axes import HeadOutput
 from interp.capture.call import AttentionCall
 from interp.capture.probe import Probe
 from interp.capture.store import LayerMap
+from interp.errors import BadIndexError, IndexOutOfRangeError, as_index
 
 Layers = Sequence[int] | None
 Rows = int | slice | Sequence[int] | None
@@ -41,6 +42,15 @@ class _AttentionRecorder(Probe):
     _cat_dim = 2
     _pad_last = False
 
+    def __post_init__(self):
+        for name in ("layers", "heads"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                    raise BadIndexError(f"{type(self).__name__}({name}={value!r}): give a list of integers, "
+                                        f"e.g. {name}=[5], or None for all.")
+                setattr(self, name, [as_index(v, name[:-1]) for v in value])
+
     def begin(self, model) -> None:
         adapter = model.adapter
         self.stack = self.stack or adapter.main_stack
@@ -48,7 +58,8 @@ class _AttentionRecorder(Probe):
             self.layers = [adapter.check_layer(layer, self.stack) for layer in self.layers]
         if self.heads is not None:
             self.heads = [adapter.check_head(h) for h in self.heads]
-        self.data = LayerMap(adapter.main_stack, self._cat_dim, self._pad_last)
+        self.data = LayerMap(adapter.main_stack, self._cat_dim, self._pad_last,
+                             n_layers=len(adapter.blocks(adapter.main_stack)))
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack and (self.layers is None or layer in self.layers)
@@ -74,6 +85,17 @@ class Patterns(_AttentionRecorder):
     queries: Rows = None
     _pad_last = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        q = self.queries
+        if isinstance(q, slice):
+            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (q.start, q.stop, q.step)) \
+                    or q.step == 0:
+                raise BadIndexError(f"Patterns(queries={q!r}): a slice of integers with a non-zero step.")
+        elif q is not None:
+            self.queries = as_index(q, "query") if not isinstance(q, (list, tuple, range)) else \
+                [as_index(v, "query") for v in q]
+
     def record(self, call: AttentionCall, z: HeadOutput) -> None:
         rows = _rows(self.queries, call.q_len) if call.step == 0 or call.q_len > 1 else slice(None)
         if isinstance(rows, slice):
@@ -94,6 +116,7 @@ class Activations(_AttentionRecorder):
     what: str = "z"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.what not in ("q", "k", "v", "z"):
             raise ValueError(f"Activations(what={self.what!r}): choose one of 'q', 'k', 'v', 'z'.")
         self._cat_dim = 1 if self.what == "z" else 2
@@ -151,13 +174,18 @@ def _rows(rows: Rows, q_len: int) -> slice | list[int]:
     if isinstance(rows, int):
         i = rows % q_len if -q_len <= rows < q_len else None
         if i is None:
-            from interp.errors import IndexOutOfRangeError
-
             raise IndexOutOfRangeError(
                 f"query position {rows} is out of range for a prompt of {q_len} tokens; "
                 f"use 0..{q_len - 1} or a negative index from the end."
             )
         return slice(i, i + 1)
     if isinstance(rows, slice):
-        return rows
-    return list(rows)
+        picked = range(q_len)[rows]
+        if not picked:
+            raise IndexOutOfRangeError(f"queries={rows} selects no row of a prompt of {q_len} tokens.")
+        return rows if picked.step == 1 else list(picked)
+    for r in rows:
+        if not -q_len <= r < q_len:
+            raise IndexOutOfRangeError(f"query position {r} is out of range for a prompt of {q_len} tokens; "
+                                       f"use 0..{q_len - 1} or a negative index from the end.")
+    return [r % q_len for r in rows]

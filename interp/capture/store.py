@@ -22,8 +22,9 @@ class LayerMap(Mapping):
     torch.Size([1, 3, 4])
     """
 
-    def __init__(self, main_stack: str, cat_dim: int, pad_last: bool = False):
+    def __init__(self, main_stack: str, cat_dim: int, pad_last: bool = False, n_layers: int | None = None):
         self._main = main_stack
+        self._n_layers = n_layers  # lets a negative main-stack layer count from the end
         self._dim = cat_dim
         self._pad_last = pad_last
         self._steps: dict[tuple[str, int], list[Tensor]] = {}
@@ -47,7 +48,11 @@ class LayerMap(Mapping):
         return torch.cat(parts, dim=self._dim)
 
     def _key(self, layer: int | tuple[str, int]) -> tuple[str, int]:
-        return layer if isinstance(layer, tuple) else (self._main, layer)
+        if isinstance(layer, tuple):
+            return layer
+        if isinstance(layer, int) and layer < 0 and self._n_layers is not None and layer >= -self._n_layers:
+            layer %= self._n_layers
+        return (self._main, layer)
 
     def __iter__(self):
         for stack, layer in self._steps:

@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 
-from interp.errors import InterpError
+from interp.errors import InterpError, check_out_dir
 
 COMMANDS: dict[str, str] = {
     "info": "interp.cli.info",
@@ -46,11 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; every expected failure (an `InterpError`) is one line on stderr and exit code 2.
+
+    Before the command runs, its `--out` folder (if it has one) is checked to be creatable and
+    writable, so no result is computed only to be lost at the end. Commands raise `InterpError`
+    for bad input; they need no error handling of their own.
+    """
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            check_out_dir(args.out)
         return int(args._run(args) or 0)
     except InterpError as err:
-        print(f"interp {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(f"interp {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interp {args.command}: interrupted; finished work is saved (rerun with --resume where supported).",

@@ -22,14 +22,13 @@ bootstrap 95% intervals for each and for the paired difference. Writes `calibrat
 import argparse
 import json
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 import interp
-from interp.errors import InterpError
-from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
+from interp.errors import InterpError, check_out_dir
+from interp.intervene.calibrate import EXEMPT, Calibration, calibrate, model_identity, parse_heads
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
 from interp.tasks.task_file import read_task_file
@@ -45,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=int, default=500, help="test examples (disjoint from demos and dev)")
     parser.add_argument("--beta", type=float, default=0.4, help="factor kept on sink attention (ACT: 0.4)")
     parser.add_argument("--tau", type=float, default=0.1, help="column-mean threshold of a sink (ACT: 0.1)")
+    parser.add_argument("--exempt", default="first_sink", choices=EXEMPT,
+                        help="the sink left undamped: each head's first detected sink (ACT's code, default) or the "
+                             "first token")
     parser.add_argument("--budget", type=int, default=60, help="dev evaluations the head search may spend")
     parser.add_argument("--max-heads", type=int, default=8, help="largest head set the search builds")
     parser.add_argument("--skip-first", type=int, default=2, help="first layers never calibrated (ACT: 2)")
@@ -65,18 +67,18 @@ def run(args: argparse.Namespace) -> int:
     task = read_task_file(args.task_file) if args.task_file else get_task(args.task)  # fails before loading
     cal = Calibration.load(args.calibration) if args.calibration else None
     manual = parse_heads(args.heads) if args.heads else None
-    Calibration([], beta=args.beta, tau=args.tau)  # validates beta / tau early
+    Calibration([], beta=args.beta, tau=args.tau, exempt=args.exempt)  # validates the settings early
     if cal is None and manual is None and args.dev < 1:
         raise InterpError("a head search needs --dev >= 1 examples; or pass --heads / --calibration.")
+    out = check_out_dir(args.out or f"runs/calibrate-{task.name}")  # before any computation
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
         model = interp.load(args.model, device=args.device)
     progress = not args.no_progress
-    out = Path(args.out or f"runs/calibrate-{task.name}")
     started = time.time()
 
     def score(heads, examples, label):
-        cal_ = Calibration(heads, beta=args.beta, tau=args.tau)
+        cal_ = Calibration(heads, beta=args.beta, tau=args.tau, exempt=args.exempt)
         with calibrate(model, cal_):
             return evaluate(model, task, split.demos, examples, batch_size=args.batch_size, progress=progress,
                             description=label)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             search = search_heads(dev_score, n_layers=model.adapter.n_layers(), n_heads=model.adapter.n_heads,
                                   config=config, progress=progress)
             manual = search.heads
-        cal = Calibration(manual, beta=args.beta, tau=args.tau, model=model_identity(model),
+        cal = Calibration(manual, beta=args.beta, tau=args.tau, exempt=args.exempt, model=model_identity(model),
                           meta={"task": task.name, "shots": args.shots, "dev": args.dev, "seed": args.seed,
                                 "dev_baseline": list(search.baseline) if search else None,
                                 "dev_calibrated": list(search.score) if search else None})
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     diff = tuned.correct.float() - plain.correct.float()
     report = {
         "model": model_identity(model), "task": task.name, "shots": args.shots, "dev": args.dev, "test": args.test,
-        "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "heads": [list(h) for h in cal.heads],
+        "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "exempt": cal.exempt, "heads": [list(h) for h in cal.heads],
         "uncalibrated": {"accuracy": plain.accuracy, "ci95": plain.ci(seed=args.seed)},
         "calibrated": {"accuracy": tuned.accuracy, "ci95": tuned.ci(seed=args.seed)},
         "difference": {"accuracy": diff.mean().item(), "ci95": bootstrap_ci(diff, seed=args.seed)},

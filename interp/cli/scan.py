@@ -60,6 +60,11 @@ def run(args) -> int:
         for name, help_text in available().items():
             print(f"{name:10s} {help_text}")
         return 0
+    formats = [f.strip() for f in args.export.split(",") if f.strip()]
+    if args.export:
+        from interp.report.export import check_export
+
+        check_export(formats)  # before the scan, not after it
     doc = scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
                max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report)
@@ -67,6 +72,6 @@ def run(args) -> int:
     if args.export:
         from interp.report import export_figures
 
-        for path in export_figures(doc, f"{args.out}/figures", formats=[f for f in args.export.split(",") if f]):
+        for path in export_figures(doc, f"{args.out}/figures", formats=formats):
             print(f"  {path}", file=sys.stderr)
     return 0

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from interp.axes import HeadOutput, Pattern
 from interp.capture import AttentionCall, Probe, capture
-from interp.errors import InterpError
+from interp.errors import InterpError, as_index
 from interp.models.model import as_model
 
 Head = tuple[int, int]
@@ -138,7 +138,7 @@ def expand_heads(
     for pair in heads:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise InterpError(f"heads are (layer, head) pairs; got {pair!r}.")
-        layer, head = int(pair[0]), int(pair[1])
+        layer, head = as_index(pair[0], "layer"), as_index(pair[1], "head")
         head = check.check_head(head) if check is not None else head % n_heads
         if kv_groups:
             first = (head // group) * group

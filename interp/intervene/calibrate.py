@@ -1,8 +1,10 @@
 """ACT-style attention calibration (Yu et al. 2024): damp hidden attention sinks at inference time.
 
 For each chosen (layer, head) and each input, a *sink* is a key whose column mean — the attention
-it receives averaged over the queries that can see it — exceeds `tau`; the input's first real
-token is excluded by default (it is the ordinary sink the model needs). Every row then scales its
+it receives averaged over the queries that can see it — exceeds `tau`; one sink is exempt, the
+ordinary sink the model needs: `exempt="first_sink"` (default, as ACT's official code) keeps each
+head's first detected sink, `"first_token"` keeps the input's first real token whether or not it
+is a sink, `"none"` keeps nothing. Every row then scales its
 attention on the sinks by `beta` and gives the removed mass back to the other visible keys in
 proportion to their attention, so each row still sums to 1:
 
@@ -31,14 +33,15 @@ attention; `stream=True` instead rewrites those heads' outputs a chunk of query 
 """
 
 import json
+import operator
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.axes import HeadOutput, Pattern
@@ -54,6 +57,7 @@ from interp.models.model import as_model
 
 HeadList = Sequence[tuple[int, int]]
 RULES = ("prefill",)  # how sinks behave during KV-cached decoding (see the module docstring)
+EXEMPT = ("first_sink", "first_token", "none")  # which sink is left undamped (see the module docstring)
 SHAPE_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "head_dim", "d_model")
 
 
@@ -62,6 +66,9 @@ class CalibrationError(InterpError, ValueError):
 
 
 def check_beta_tau(beta: float, tau: float) -> None:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or isinstance(tau, bool) \
+            or not isinstance(tau, (int, float)):
+        raise CalibrationError(f"beta and tau must be numbers; got beta={beta!r}, tau={tau!r}.")
     if not 0.0 <= float(beta) <= 1.0:
         raise CalibrationError(f"beta={beta} is outside [0, 1]: it is the factor kept on sink attention "
                                "(ACT uses 0.4; 1 leaves attention unchanged, 0 removes sinks).")
@@ -70,11 +77,53 @@ def check_beta_tau(beta: float, tau: float) -> None:
                                "key counts as a sink (ACT uses 0.1).")
 
 
+def check_exempt(exempt: str) -> None:
+    if exempt not in EXEMPT:
+        raise CalibrationError(f"exempt={exempt!r} is not a sink exemption rule; choose one of {', '.join(EXEMPT)} "
+                               "(first_sink: ACT's official code).")
+
+
+def _head_pairs(heads) -> list[tuple[int, int]]:
+    """`heads` as (layer, head) int pairs, or a `CalibrationError` naming what is wrong."""
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, (list, tuple)):
+        raise CalibrationError(f"heads must be a list of [layer, head] pairs, e.g. [[12, 3], [14, 0]]; got {heads!r} "
+                               "(on the command line: --heads 12:3,14:0).")
+    pairs = []
+    for pair in heads:
+        try:
+            if isinstance(pair, (str, bytes)) or len(pair) != 2 or any(isinstance(x, bool) for x in pair):
+                raise TypeError
+            pairs.append((operator.index(pair[0]), operator.index(pair[1])))
+        except TypeError:
+            raise CalibrationError(f"heads must be [layer, head] pairs of integers; got {pair!r}.") from None
+    return pairs
+
+
 def model_identity(model) -> dict:
     """What a calibration file records about the model it was made for."""
     a = model.adapter
     return {"name": model.name, "family": a.family, "n_layers": a.n_layers(), "n_heads": a.n_heads,
             "n_kv_heads": a.n_kv_heads, "head_dim": a.head_dim, "d_model": a.d_model}
+
+
+def detect_sinks(col_mean: Float[Tensor, "batch head key"], seen: Bool[Tensor, "batch key"], tau: float,
+                 exempt: str = "first_sink") -> Bool[Tensor, "batch head key"]:
+    """Keys whose column mean exceeds `tau`, less the exempt one (`EXEMPT`; keys nobody sees have mean 0).
+
+    >>> mean = torch.tensor([[[0.05, 0.5, 0.2, 0.01]]])                     # key 0 is no sink here
+    >>> detect_sinks(mean, torch.ones(1, 4, dtype=torch.bool), 0.1, "first_sink").int().tolist()
+    [[[0, 0, 1, 0]]]
+    >>> detect_sinks(mean, torch.ones(1, 4, dtype=torch.bool), 0.1, "first_token").int().tolist()
+    [[[0, 1, 1, 0]]]
+    """
+    check_exempt(exempt)
+    sinks = col_mean > tau
+    if exempt == "first_token":
+        first = seen.int().argmax(-1)  # the first key any query sees: the first real token
+        sinks[torch.arange(sinks.shape[0]), :, first] = False
+    elif exempt == "first_sink":  # each head's first detected sink (no sink: argmax is a key that is none)
+        sinks.scatter_(-1, sinks.int().argmax(-1, keepdim=True), False)
+    return sinks
 
 
 def rebalance(weights: Pattern, sinks: Bool[Tensor, "batch head key"], beta: float) -> Pattern:
@@ -99,7 +148,7 @@ class Calibrator(Probe):
     heads: HeadList
     beta: float = 0.4
     tau: float = 0.1
-    exclude_first: bool = True
+    exempt: str = "first_sink"
     stream: bool = False
     max_memory: int | str | None = None
     stack: str | None = None
@@ -110,6 +159,7 @@ class Calibrator(Probe):
 
     def __post_init__(self):
         check_beta_tau(self.beta, self.tau)
+        check_exempt(self.exempt)
 
     def begin(self, model) -> None:
         adapter = model.adapter
@@ -170,11 +220,7 @@ class Calibrator(Probe):
         chunk = chunk_rows(self.max_memory, batch=call.batch, heads=len(heads), k_len=call.k_len)
         _, cols, _ = all_stats(q, k, effective_mask(call), scaling=call.scaling, is_causal=call.is_causal,
                                softcap=call.softcap, columns=True, chunk=chunk)
-        sinks = cols.mean > self.tau  # [batch, head, key]; keys nobody sees have mean 0
-        if self.exclude_first:
-            seen = cols.count > 0  # [batch, key]
-            first = seen.int().argmax(-1)  # the first key any query sees: the first real token
-            sinks[torch.arange(call.batch), :, first] = False
+        sinks = detect_sinks(cols.mean, cols.count > 0, self.tau, self.exempt)
         absolute = torch.zeros(call.batch, len(heads), call.key_offset + call.k_len, dtype=torch.bool,
                                device=sinks.device)
         absolute[..., call.key_offset:] = sinks
@@ -203,14 +249,17 @@ class Calibration:
     heads: list[tuple[int, int]]
     beta: float = 0.4
     tau: float = 0.1
-    exclude_first: bool = True
+    exempt: str = "first_sink"
     rule: str = "prefill"
     model: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # provenance: task, dev scores, search settings
 
     def __post_init__(self):
-        self.heads = [(int(layer), int(head)) for layer, head in self.heads]
+        self.heads = _head_pairs(self.heads)
         check_beta_tau(self.beta, self.tau)
+        check_exempt(self.exempt)
+        if not isinstance(self.model, dict) or not isinstance(self.meta, dict):
+            raise CalibrationError("a calibration's `model` and `meta` must be JSON objects (dicts).")
         if self.rule not in RULES:
             raise CalibrationError(f"unknown decoding rule {self.rule!r}; known: {', '.join(RULES)}.")
 
@@ -232,7 +281,7 @@ class Calibration:
         return self
 
     def editor(self, *, stream: bool = False, max_memory: int | str | None = None) -> Calibrator:
-        return Calibrator(self.heads, self.beta, self.tau, self.exclude_first, stream=stream, max_memory=max_memory)
+        return Calibrator(self.heads, self.beta, self.tau, self.exempt, stream=stream, max_memory=max_memory)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -248,15 +297,25 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CalibrationError(f"no calibration file at {path}; create one with `interp calibrate`.") from None
-        except json.JSONDecodeError as err:
+        except IsADirectoryError:
+            raise CalibrationError(f"{path} is a folder; give the calibration.json file inside it.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CalibrationError(f"{path} is not a calibration JSON file ({err}).") from None
+        if not isinstance(data, dict):
+            raise CalibrationError(f"{path} is not a calibration file: it holds a JSON {type(data).__name__}, "
+                                   "not an object; create one with `interp calibrate`.")
+        if "exclude_first" in data:  # files written before `exempt`: True meant the first real token
+            data["exempt"] = "first_token" if data.pop("exclude_first") else "none"
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown or "heads" not in data:
             raise CalibrationError(f"{path} is not a calibration file (fields {sorted(data)}).")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except CalibrationError as err:
+            raise CalibrationError(f"{path}: {err}") from None
 
 
 def parse_heads(spec: str) -> list[tuple[int, int]]:
@@ -281,30 +340,37 @@ def calibrate(
     *,
     beta: float | None = None,
     tau: float | None = None,
+    exempt: str | None = None,
     stream: bool = False,
     probes: Sequence[Probe] = (),
     max_memory: int | str | None = None,
 ) -> Iterator[Recording]:
     """Run `model` with calibrated attention inside the block (a capture with one editor).
 
-    `calibration` is a `Calibration` or a list of (layer, head) pairs (then `beta`/`tau` default to
-    ACT's 0.4 / 0.1). Extra `probes` record in the same capture. Memory: see the module docstring.
+    `calibration` is a `Calibration` or a list of (layer, head) pairs (then `beta`/`tau`/`exempt`
+    default to ACT's 0.4 / 0.1 / "first_sink"); given ones override the calibration's. Extra `probes` record in the same capture. Memory: see the module docstring.
 
         >>> with calibrate(m, [(5, 2)]) as rec:                              # doctest: +SKIP
         ...     logits = m(**batch).logits
     """
     model = as_model(model)
     if not isinstance(calibration, Calibration):
-        calibration = Calibration(list(calibration), beta=0.4 if beta is None else beta,
-                                  tau=0.1 if tau is None else tau)
-    elif beta is not None or tau is not None:
-        calibration = Calibration(calibration.heads, beta if beta is not None else calibration.beta,
-                                  tau if tau is not None else calibration.tau, calibration.exclude_first,
-                                  calibration.rule, calibration.model, calibration.meta)
+        calibration = Calibration(list(calibration))
+    calibration = replace(calibration, beta=calibration.beta if beta is None else beta,
+                          tau=calibration.tau if tau is None else tau,
+                          exempt=calibration.exempt if exempt is None else exempt)
     calibration.check(model)
     with capture(model, edits=[calibration.editor(stream=stream, max_memory=max_memory)], probes=list(probes)) as rec:
         yield rec
 
 
-__all__ = ["Calibration", "Calibrator", "CalibrationError", "calibrate", "rebalance", "parse_heads",
-           "model_identity"]
+__all__ = [
+    "Calibration",
+    "CalibrationError",
+    "Calibrator",
+    "calibrate",
+    "detect_sinks",
+    "model_identity",
+    "parse_heads",
+    "rebalance",
+]

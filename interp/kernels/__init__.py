@@ -7,8 +7,11 @@ Two exact implementations compute the same `RowStats` / `ColumnStats` (see `resu
 | `torch`  | CPU and GPU                   | query-chunked fp32 scores, O(chunk x key) transient        |
 | `triton` | GPU (CPU: `TRITON_INTERPRET=1`) | fused flash pass for rows + output, second pass for columns |
 
-`backend="auto"` takes Triton on CUDA tensors when it is installed and no `top_k` is asked for
-(top-k is served by the torch path), else torch.
+`backend="auto"` takes the torch path everywhere unless Triton is opted into: the Triton kernels
+are validated against the torch path under Triton's CPU interpreter, and on a GPU only by the
+`gpu`-marked tests, so `auto` picks them on CUDA tensors only with `INTERP_TRITON=1` in the
+environment (and Triton installed, no `top_k`, no learned sinks). `backend="triton"` asks for them
+directly. Triton tiles are powers of two >= 16 (`tile_size`), whatever `chunk` a memory budget gives.
 
     >>> import torch
     >>> q, k = torch.randn(1, 4, 7, 16), torch.randn(1, 2, 7, 16)
@@ -49,11 +52,24 @@ def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_
     from interp.kernels.triton_stats import fused_stats
 
     out, rows, cols = fused_stats(query, key, value, mask, scaling=scaling, is_causal=is_causal, softcap=softcap,
-                                  spans=spans, columns=columns, block=chunk or 64)
+                                  spans=spans, columns=columns, block=tile_size(chunk))
     return rows, cols, out
 
 
 BACKENDS: dict[str, Callable[..., Result]] = {"torch": _torch, "triton": _triton}
+OPT_IN = "INTERP_TRITON"  # =1: backend="auto" takes Triton on CUDA tensors
+TILES = (16, 32, 64, 128)
+
+
+def tile_size(chunk: int | None) -> int:
+    """A valid Triton tile for `chunk` query rows: the largest power of two in 16..128 not above it (None: 64).
+
+    >>> [tile_size(c) for c in (None, 1, 37, 64, 100, 1000)]
+    [64, 16, 32, 64, 64, 128]
+    """
+    if chunk is None:
+        return 64
+    return max([t for t in TILES if t <= chunk] or [TILES[0]])
 
 
 def triton_usable(device: torch.device) -> bool:
@@ -65,7 +81,9 @@ def triton_usable(device: torch.device) -> bool:
 
 def pick_backend(backend: str, device: torch.device, top_k: int = 0, sinks: bool = False) -> str:
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_usable(device) and not (top_k or sinks) else "torch"
+        opted_in = os.environ.get(OPT_IN) == "1"
+        return "triton" if opted_in and device.type == "cuda" and triton_usable(device) and not (top_k or sinks) \
+            else "torch"
     if backend not in BACKENDS:
         raise InterpError(f"unknown stats backend {backend!r}; choose one of {sorted(BACKENDS)} or 'auto'.")
     if backend == "triton" and not triton_usable(device):
@@ -132,10 +150,22 @@ def column_stats(
         from interp.kernels import triton_stats
 
         return triton_stats.column_stats(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
-                                         softcap=softcap, block=chunk or 64)
+                                         softcap=softcap, block=tile_size(chunk))
     return reference.columns_from_lse(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
                                       softcap=softcap, chunk=chunk)
 
 
-__all__ = ["RowStats", "ColumnStats", "Spans", "Workspace", "span_bounds", "attention_stats", "column_stats", "all_stats",
-           "BACKENDS", "pick_backend", "triton_usable"]
+__all__ = [
+    "BACKENDS",
+    "ColumnStats",
+    "RowStats",
+    "Spans",
+    "Workspace",
+    "all_stats",
+    "attention_stats",
+    "column_stats",
+    "pick_backend",
+    "span_bounds",
+    "tile_size",
+    "triton_usable",
+]

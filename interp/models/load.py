@@ -11,19 +11,26 @@ Every backend holds the same weights; `interp.capture` accepts each of them.
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
-                          PreTrainedModel)
+from safetensors import SafetensorError
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from interp.errors import InterpError, ModelNotFoundError
+from interp.errors import CorruptModelError, InterpError, ModelNotFoundError, UnsupportedArchitectureError
 from interp.models import zoo
 from interp.models.adapters import FAMILIES, adapter_for
 from interp.models.model import Model
 
 BACKENDS = ("hf", "tl", "nnsight")
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".index.json")
 
 
 
@@ -58,6 +65,8 @@ def load(
     """
     if backend not in BACKENDS:
         raise InterpError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    if device_map is None:
+        device = check_device(device)
     name = str(ref)
     extras = {}
     if name in EMBEDDED:
@@ -86,6 +95,24 @@ def load(
     return model
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device`, or a clear error when it is malformed or absent from this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InterpError(f"cannot read device {device!r}; use cpu, cuda, cuda:1 or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise InterpError(f"device {device!r} is not available: {why}; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InterpError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                              f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InterpError(f"device {device!r} is not available here; use --device cpu.")
+    return dev
+
+
 def _tokenizer(path: str, gguf_file: str | None):
     """The model's tokenizer, or None for a weights-only directory (then `Model.encode` says so)."""
     try:
@@ -112,6 +139,9 @@ def _resolve(ref: str) -> tuple[str, str | None]:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} has no config.json; pass a transformers model directory "
                                      f"(as written by save_pretrained) or a .gguf file.")
+        if not any(next(path.glob(f"*{ext}"), None) for ext in WEIGHT_FILES):
+            raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} files); "
+                                    f"finish the download or save the model again with save_pretrained.")
         _check_family(str(path))
         return str(path), None
     if _looks_like_path(ref):
@@ -152,7 +182,7 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def _check_family(path: str) -> None:
     """Refuse, before any weight is read, a model whose attention interp cannot capture exactly."""
-    config = AutoConfig.from_pretrained(path)
+    config = _config(path)
     if config.model_type in FAMILIES:
         return
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
@@ -164,12 +194,35 @@ def _check_family(path: str) -> None:
     adapter_for(skeleton)  # raises UnsupportedArchitectureError with the reason
 
 
+def _config(path: str, gguf_file: str | None = None):
+    """The model's transformers config, or a one-line error saying why it cannot be read."""
+    try:
+        return AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (ValueError, KeyError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "model_type" in str(err) or "does not recognize" in str(err):
+            raise UnsupportedArchitectureError(
+                f"{path}: this transformers version does not know the model's architecture ({detail}); "
+                f"check config.json's model_type or upgrade transformers.") from None
+        raise CorruptModelError(f"{path}: its config cannot be read ({detail}).") from None
+    except OSError as err:
+        if isinstance(err, FileNotFoundError) or "not a valid JSON" in str(err) or "JSON" in str(err):
+            raise CorruptModelError(f"{path}: config.json cannot be read ({str(err).splitlines()[0]}); "
+                                    f"download or save the model again.") from None
+        raise
+
+
 def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrainedModel:
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    config = AutoConfig.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoConfig.from_pretrained(path)
+    config = _config(path, gguf_file)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(path, **kwargs)
+    try:
+        model = auto.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError) as err:
+        raise CorruptModelError(f"cannot read the weights of {gguf_file or path} ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else 'no detail'}); the files are "
+                                f"truncated or not a model of this config: download or save them again.") from err
     if gguf_file:  # dequantized in memory: plain weights from here on
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -10,8 +10,9 @@ TransformerLens `TransformerBridge` over the same weights) or "nnsight" (`m.nnsi
 `LanguageModel` over the same module). `interp.capture` works with all three.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -59,6 +60,8 @@ class Model:
             raise InterpError(f"{self.name} was loaded without a tokenizer; pass token ids to the model directly, "
                               f"or save a tokenizer next to the weights.")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InterpError(f"encode needs a non-empty list of strings; got {prompts!r}.")
         if chat:
             prompts = [self.chat_prompt(p, system=system) + assistant_prefix for p in prompts]
             add_special_tokens = False
@@ -67,6 +70,10 @@ class Model:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        empty = [i for i, n in enumerate(batch["attention_mask"].sum(-1).tolist()) if n == 0]
+        if empty:
+            raise InterpError(f"prompt {empty[0]} encodes to no tokens (an empty string?); give every prompt some "
+                              f"text, or add_special_tokens=True with a tokenizer that adds a BOS token.")
         self.check_length(batch["input_ids"].shape[1])
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 

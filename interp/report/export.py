@@ -21,14 +21,21 @@ class ExportUnavailableError(InterpError):
     """Static image export needs kaleido and a local Chrome/Chromium."""
 
 
-def export_figures(doc: dict, out: str | Path, formats=FORMATS, scale: float = 2.0) -> list[Path]:
-    """Write one image per analysis heatmap (its primary metric) and format; return the paths."""
+def check_export(formats) -> list[str]:
+    """The formats as a list, or a clear error for an unknown one or a missing kaleido (checked before a scan)."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
     bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise InterpError(f"cannot export {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
+    if bad or not formats:
+        raise InterpError(f"cannot export {', '.join(bad) or 'nothing'}; choose from {', '.join(FORMATS)}.")
     if importlib.util.find_spec("kaleido") is None:
         raise ExportUnavailableError("PNG/SVG export needs kaleido: `pip install kaleido` (and a local Chromium, "
                                      "e.g. `apt-get install chromium`). report.html works without it.")
+    return formats
+
+
+def export_figures(doc: dict, out: str | Path, formats=FORMATS, scale: float = 2.0) -> list[Path]:
+    """Write one image per analysis heatmap (its primary metric) and format; return the paths."""
+    formats = check_export(formats)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

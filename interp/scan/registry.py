@@ -10,6 +10,8 @@ whose defaults are small enough for a CPU scan. It does its work in named units 
     ...     return AnalysisResult({"score": Metric(part["score"], role="my role")}, primary="score")
 """
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -79,10 +81,45 @@ class Analysis:
         if unknown:
             raise InterpError(f"analysis {self.name!r} has no setting {', '.join(sorted(unknown))}; "
                               f"its settings are {', '.join(names)}.")
-        return self.config(**overrides)
+        defaults = self.config()
+        checked = {k: _check_value(f"{self.name}.{k}", getattr(defaults, k), v) for k, v in overrides.items()}
+        config = self.config(**checked)
+        if callable(getattr(config, "check", None)):
+            config.check()  # the analysis's own rules (ranges that relate settings)
+        return config
 
     def settings(self, config) -> dict:
         return asdict(config)
+
+
+def _check_value(name: str, default, value):
+    """`value` for a setting whose default is `default`: same kind, counts positive, numbers finite and >= 0."""
+    def bad(want: str):
+        return InterpError(f"--set {name}={json.dumps(value)}: {want} (default {json.dumps(default)}).")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("use true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("use an integer")
+        if value < (0 if name.endswith("seed") else 1):
+            raise bad("use a non-negative seed" if name.endswith("seed") else "use a positive integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise bad("use a finite non-negative number")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("use a string")
+    elif isinstance(default, (tuple, list)) or default is None:
+        if value is None and default is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise bad("use a non-empty JSON list, e.g. [1, 2]")
+        element = default[0] if default else ""
+        value = tuple(_check_value(f"{name}[{i}]", element, v) for i, v in enumerate(value))
+    return value
 
 
 ANALYSES: dict[str, Analysis] = {}

@@ -29,6 +29,9 @@ from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_wr
 ProgressFn = Callable[[str, int, int], None]
 
 
+RESUMABLE = ("max_memory",)  # settings a resumed run may change: they bound memory, not the numbers
+
+
 class ScanExistsError(InterpError, FileExistsError):
     """`out` already holds a scan and neither resume nor overwrite was asked for."""
 
@@ -76,18 +79,51 @@ def scan(
     from interp.capture.budget import parse_bytes
 
     out = Path(out)
+    # every setting is checked before anything touches the disk
     budget = parse_bytes(max_memory) if max_memory is not None else None
     if analyses is not None:
-        resolve(analyses)  # bad names fail before anything touches the disk
+        resolve(analyses)
+    check_config(config)
+    _dtype(dtype)
     created = not out.exists()
     prepare_out(out, resume=resume, overwrite=overwrite)
+    fresh = not (resume and (out / "scan.json").exists())
     try:
         return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget, progress, report,
                      examples)
     except BaseException:
+        if fresh:
+            _forget_unstarted(out)
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # leave no empty folder behind a scan that never started
         raise
+
+
+def check_config(config: dict[str, dict] | None) -> None:
+    """Raise a clear `InterpError` for any unknown analysis, unknown setting or unusable value in `config`."""
+    if config is None:
+        return
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise InterpError("config must map analysis names to settings, e.g. {\"heads\": {\"n_random\": 4}}.")
+    for name, overrides in config.items():
+        resolve([name])[0].make_config(overrides)
+
+
+def _forget_unstarted(out: Path) -> None:
+    """After a failed fresh run with no finished work, remove its files so a corrected rerun starts cleanly."""
+    doc_path = out / "scan.json"
+    parts = out / "parts"
+    if any(parts.rglob("*.json")) if parts.exists() else False:
+        return  # finished units: keep them for --resume
+    try:
+        doc = json.loads(doc_path.read_text()) if doc_path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return
+    if doc.get("analyses"):
+        return
+    doc_path.unlink(missing_ok=True)
+    (out / "timings.json").unlink(missing_ok=True)
+    shutil.rmtree(parts, ignore_errors=True)
 
 
 def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
@@ -120,6 +156,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if previous is not None:
         _check_same_run(previous, identity, settings, doc_path)
         doc = previous
+        doc["settings"].update({k: settings[k] for k in RESUMABLE})
     else:
         doc = schema.new_document(identity, settings)
     doc["status"] = "running"
@@ -164,12 +201,17 @@ def load_scan(path: str | Path) -> dict:
 
 
 def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) -> None:
+    for key in ("dtype", "device"):  # checked first: another dtype also changes the weights' fingerprint
+        if previous["settings"].get(key) != settings.get(key):
+            raise ScanFileError(f"{path} was made with --{key} {previous['settings'].get(key)}, not "
+                                f"{settings.get(key)}; resume with --{key} {previous['settings'].get(key)}, or scan "
+                                f"into a new --out folder.")
     fields = [k for k in ("fingerprint", "name", "n_layers", "n_heads") if previous["model"].get(k) != identity.get(k)]
     if fields:
         raise ScanFileError(f"{path} was made with another model ({previous['model'].get('name')!r}, differing in "
                             f"{', '.join(fields)}); resume with the same model, or scan into a new --out folder.")
-    if previous["settings"] != settings:
-        diff = [k for k in settings if previous["settings"].get(k) != settings.get(k)]
+    diff = [k for k in settings if k not in RESUMABLE and previous["settings"].get(k) != settings.get(k)]
+    if diff:
         raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
                             f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
 

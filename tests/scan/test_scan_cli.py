@@ -23,7 +23,7 @@ def test_bad_input_exit_code_2_and_nothing_created(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     assert main(["scan", "--out", str(blocker / "sub"), "--quiet"]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert "which is a file" in capsys.readouterr().err
 
 
 @pytest.mark.fast
