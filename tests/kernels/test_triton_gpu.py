@@ -6,8 +6,7 @@ Marked `gpu`: skipped without CUDA. Run on a GPU machine with `pytest -m gpu tes
 import pytest
 import torch
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.slow, pytest.mark.gpu]  # deselected where there is no CUDA (tests/conftest.py)
 
 SPANS = [(0, 1), (3, 7), (-2, None)]
 
