@@ -50,6 +50,7 @@ class DecodeArgmax(Probe):
         self.stack = self.stack or model.adapter.main_stack
         self._n_layers = model.adapter.n_layers(self.stack)
         self._steps = {}
+        self._weights = None
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack
