@@ -82,6 +82,8 @@ def interp_attention(
         z = _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)[0]
     if editors:
         heads = torch.unique(torch.cat([h.to(query.device) for _, _, h in editors]))
+        if z.requires_grad:  # SDPA's backward needs its output as it returned it
+            z = z.clone()
         z[:, :, heads] = _exact_output(base, heads, editors)
     for _, call in probes:
         call.edited = base.edited
