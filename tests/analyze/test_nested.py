@@ -18,8 +18,8 @@ from interp.tasks.niah import Needle, Trial
 
 pytestmark = pytest.mark.fast
 
-HEADS = [(0, 1), (1, 2), (1, 3)]
-CAL = [(0, 0), (1, 1), (1, 2)]
+HEADS = [(1, 2), (1, 3)]  # editors on some layers only: the other layers' calls come from the analyzer alone
+CAL = [(1, 1), (1, 2)]
 
 
 def _editors(name):
@@ -27,7 +27,7 @@ def _editors(name):
         return [HeadAblation(HEADS, mode="uniform")]
     if name == "calibrate":
         return [Calibrator(CAL, beta=0.2, tau=0.05)]
-    return [HeadAblation([(0, 3)], mode="zero"), Calibrator(CAL, beta=0.2, tau=0.05)]
+    return [HeadAblation([(1, 0)], mode="zero"), Calibrator(CAL, beta=0.2, tau=0.05)]
 
 
 def _enclosing(m, name):
@@ -54,13 +54,15 @@ def tiny():
 
 
 def tiny_trials(n=5, seed=0):
-    """As in test_retrieval: short haystacks of few distinct ids, different lengths."""
+    """As in test_retrieval (few distinct ids, different lengths), but sharing a 16+ token prefix, so
+    that the trial runner reuses cached prefixes."""
     g = torch.Generator().manual_seed(seed)
     needle = Needle("the code is 7", "What is the code?", "7", "The code is")
+    shared = torch.randint(3, 12, (40,), generator=g).tolist()
     trials = []
     for i in range(n):
-        length = 12 + 3 * i
-        ids = torch.randint(3, 12, (length,), generator=g).tolist()
+        length = 20 + 3 * i
+        ids = shared[: length - 4] + torch.randint(3, 12, (4,), generator=g).tolist()
         trials.append(Trial(f"t{i}", needle, length, 0.5, ids, (2, length - 2), (2, length - 2)))
     return trials
 
