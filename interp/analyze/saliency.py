@@ -162,7 +162,8 @@ def _gradient_method(cls_name: str):
                     baselines=cfg.baseline,
                     internal_batch_size=cfg.internal_batch_size or len(rows) * cfg.n_steps,
                 )
-            out.append(method.attribute(x, **kw).detach())
+            with torch.enable_grad():  # also inside an enclosing capture (`with interp.ablate(...)`), which has none
+                out.append(method.attribute(x, **kw).detach())
         return torch.cat(out)
 
     return run

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from interp.analyze.decoding import PrefixCache, greedy, supports_prefix_decoding
 from interp.capture import AttentionCall, Probe, capture
+from interp.capture.context import enclosing_editors
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
 from interp.tasks.niah import Trial, batches, rouge1_recall
@@ -50,6 +51,7 @@ class DecodeArgmax(Probe):
         self.stack = self.stack or model.adapter.main_stack
         self._n_layers = model.adapter.n_layers(self.stack)
         self._steps = {}
+        self._weights = None
 
     def wants(self, stack: str, layer: int) -> bool:
         return stack == self.stack
@@ -163,9 +165,12 @@ def run_trials(
     (`interp.analyze.decoding`); pass one `prefix` to several calls to reuse across them. Models
     whose cache cannot be cut and stacked (sliding windows, hybrids), and edits other than head
     ablations (they may keep state between passes), take `generate` on left-padded batches instead.
+    Editors of captures already open around the call (`with interp.calibrate(...): run_trials(...)`)
+    apply too and choose the path the same way, so the results equal passing them as `edits`.
     """
     m = as_model(model)
-    if not all(isinstance(e, HeadAblation) for e in edits) or not supports_prefix_decoding(m.hf):
+    every = [*edits, *enclosing_editors(m)]
+    if not all(isinstance(e, HeadAblation) for e in every) or not supports_prefix_decoding(m.hf):
         yield from _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress)
         return
     tok, pad_id, eos = m.tokenizer, _pad_id(m.tokenizer), _eos_ids(m)

@@ -1,8 +1,11 @@
 """The one attention function `interp` registers in transformers' `AttentionInterface`.
 
-While a capture is active the model runs with `attn_implementation="interp"`. For each attention
-layer this function asks the active captures which probes want the layer:
+While a capture is open the model runs with `attn_implementation="interp"`. For each attention
+layer this function asks the captures open in the current context (`interp.capture.context`)
+which probes want the layer:
 
+- no capture of this context on this model: the model's previous implementation, unchanged (a
+  plain forward pass of another thread computes what it computes without any capture);
 - none: plain `sdpa_attention_forward` — an idle layer costs nothing;
 - recorders only: SDPA output (or the output a probe computes itself, as `Stats` does in the same
   pass as its statistics), then each recorder reads what it needs from the `AttentionCall`;
@@ -13,21 +16,21 @@ It returns `(z, None)` with `z` of shape `[batch, query, head, d_head]`, like ev
 attention function; `z` is exactly the input of the output projection, split by head.
 
 The mask builder registered beside it is SDPA's, so padded batches get a boolean mask and
-unpadded prefill gets `None` (causal), as with `attn_implementation="sdpa"`.
+unpadded prefill gets `None` (causal), as with `attn_implementation="sdpa"`; passes of other
+contexts get the previous implementation's mask. Each probe receives the `AttentionCall` stamped
+with its own capture's step and key offset, while the editors of all nested captures compose.
 """
+
+from dataclasses import replace
 
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
+from interp.capture import context
 from interp.capture.call import AttentionCall
-
-IMPLEMENTATION = "interp"
-
-# Captures currently open, innermost last. Each has `.sites` (module -> (stack, layer)), `.probes`
-# and `.step`. Entries are added and removed only by `interp.capture.session.capture`, in `finally`.
-ACTIVE: list = []
+from interp.capture.context import IMPLEMENTATION
 
 
 def interp_attention(
@@ -40,46 +43,53 @@ def interp_attention(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
+    sessions = [s for s in context.active() if module in s.sites]
+    if not sessions:  # no capture of this context watches this model: what it computed before "interp"
+        previous = context.previous_attention(module)
+        if previous is not None:
+            return previous(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     softcap = kwargs.pop("softcap", None)
     sinks = kwargs.pop("s_aux", None)
     indices = kwargs.pop("indices", None)
     if indices is not None:  # a sparse-attention indexer (DeepSeek-V3.2 style) picked the keys each query reads
         attention_mask = _select_keys(attention_mask, indices, key.shape[-2], query.dtype)
     exact = softcap is not None or sinks is not None  # SDPA can neither soft-cap nor add learned sinks
-    probes, call = [], None
-    for session in ACTIVE:
-        site = session.sites.get(module)
-        if site is None:
+    probes, base = [], None  # (probe, the call stamped with its own capture's step)
+    for session in sessions:
+        stack, layer = session.sites[module]
+        wanting = [p for p in session.probes if p.wants(stack, layer)]
+        if not wanting:
             continue
-        stack, layer = site
-        for probe in session.probes:
-            if probe.wants(stack, layer):
-                probes.append(probe)
-                if call is None:
-                    call = _make_call(module, stack, layer, session.step, query, key, value, attention_mask,
-                                      scaling, softcap, kwargs.get("position_bias"), sinks)
-                    if call.is_causal:  # keys end at the newest token; a sliding cache may have dropped the oldest
-                        call.key_offset = max(0, session.seen_before + call.q_len - call.k_len)
-    if call is None and not exact:
+        if base is None:
+            base = _make_call(module, stack, layer, 0, query, key, value, attention_mask, scaling, softcap,
+                              kwargs.get("position_bias"), sinks)
+        call = replace(base, step=session.step)
+        if call.is_causal:  # keys end at the newest token; a sliding cache may have dropped the oldest
+            call.key_offset = max(0, session.seen_before + call.q_len - call.k_len)
+        probes += [(p, call) for p in wanting]
+    if base is None and not exact:
         return _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-    if call is None:  # nothing captured here, but SDPA cannot compute this layer: use the exact path
-        call = _make_call(module, "", -1, 0, query, key, value, attention_mask, scaling, softcap,
+    if base is None:  # nothing captured here, but SDPA cannot compute this layer: use the exact path
+        base = _make_call(module, "", -1, 0, query, key, value, attention_mask, scaling, softcap,
                           kwargs.get("position_bias"), sinks)
 
-    editors = [(p, p.edited_heads(call)) for p in probes]
-    editors = [(p, h) for p, h in editors if h is not None and len(h)]
-    z = next((out for p in probes if (out := p.attention_output(call)) is not None), None)
+    editors = [(p, c, h) for p, c in probes if (h := p.edited_heads(c)) is not None and len(h)]
+    z = next((out for p, c in probes if (out := p.attention_output(c)) is not None), None)
     if z is None and exact:
-        z = _exact_output(call, torch.arange(call.n_heads, device=query.device), editors)
+        z = _exact_output(base, torch.arange(base.n_heads, device=query.device), editors)
         editors = []
     elif z is None:
         z = _sdpa(module, query, key, value, attention_mask, scaling, dropout, **kwargs)[0]
     if editors:
-        heads = torch.unique(torch.cat([h.to(query.device) for _, h in editors]))
-        z[:, :, heads] = _exact_output(call, heads, editors)
-    for probe in probes:
+        heads = torch.unique(torch.cat([h.to(query.device) for _, _, h in editors]))
+        if z.requires_grad:  # SDPA's backward needs its output as it returned it
+            z = z.clone()
+        z[:, :, heads] = _exact_output(base, heads, editors)
+    for _, call in probes:
+        call.edited = base.edited
+    for probe, call in probes:
         z = probe.edit_z(call, z)
-    for probe in probes:
+    for probe, call in probes:
         probe.record(call, z)
     return z, None
 
@@ -126,22 +136,31 @@ def _make_call(module, stack, layer, step, query, key, value, mask, scaling, sof
 def _exact_output(call: AttentionCall, heads: torch.Tensor, editors) -> torch.Tensor:
     """Eager attention for `heads`, with every editor's weight edit applied, as `[batch, query, head, d_head]`."""
     weights = call.weights(heads)
-    for probe, edited in editors:
+    for probe, own_call, edited in editors:
         edited = edited.to(heads.device)
         idx = torch.nonzero(heads[:, None] == edited[None, :])[:, 0]  # positions of edited heads within `heads`
-        weights[:, idx] = probe.edit_weights(call, weights[:, idx], heads[idx])
+        weights[:, idx] = probe.edit_weights(own_call, weights[:, idx], heads[idx])
     call.edited = (heads, weights)
     v = call.value[:, call.kv_head_of(heads)]
     out = torch.matmul(weights.to(v.dtype), v)
     return out.transpose(1, 2)
 
 
+def interp_mask(*args, config=None, **kwargs):
+    """SDPA's mask for passes a capture of this context watches; otherwise the previous implementation's."""
+    previous = context.previous_implementation(config)
+    if previous in (None, IMPLEMENTATION) or context.watched(config):
+        return sdpa_mask(*args, config=config, **kwargs)
+    build = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(previous)
+    return None if build is None else build(*args, config=config, **kwargs)  # None: as transformers' early exit
+
+
 def register() -> None:
     """Make `attn_implementation="interp"` available to every transformers model (idempotent)."""
     AttentionInterface.register(IMPLEMENTATION, interp_attention)
-    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+    AttentionMaskInterface.register(IMPLEMENTATION, interp_mask)
 
 
 register()
 
-__all__ = ["IMPLEMENTATION", "ACTIVE", "interp_attention", "register", "repeat_kv"]
+__all__ = ["IMPLEMENTATION", "interp_attention", "interp_mask", "register", "repeat_kv"]

@@ -100,9 +100,18 @@ class MemoryBudget(Probe):
     def __init__(self, max_memory: int | str, probes):
         self.limit = parse_bytes(max_memory)
         self.probes = list(probes)
-        for probe in self.probes:
-            if hasattr(probe, "max_memory") and probe.max_memory is None:
-                probe.max_memory = self.limit
+        self._lent: list = []
+
+    def begin(self, model) -> None:
+        """Lend the budget to probes without one (taken back at `end`, so a reused probe starts clean)."""
+        self._lent = [p for p in self.probes if hasattr(p, "max_memory") and p.max_memory is None]
+        for probe in self._lent:
+            probe.max_memory = self.limit
+
+    def end(self) -> None:
+        for probe in self._lent:
+            probe.max_memory = None
+        self._lent = []
 
     def module_hooks(self, model):
         adapter = model.adapter

@@ -103,7 +103,8 @@ class Patch(Probe):
     """Replace the residual stream entering block `layer` at `positions` with `values`.
 
     `values` is `[batch, len(positions), d_model]` (or broadcastable); by default only the first
-    forward pass of the capture (the prefill) is patched. This is the interchange intervention of
+    forward pass of the capture (the prefill) is patched. `steps` counts the passes of the capture
+    the patch is given to (from 0 again in each capture it is reused in), in its own thread. This is the interchange intervention of
     activation patching: run the counterfactual with `resid_pre=[layer]`, then patch its vector in.
 
         >>> with interp.capture(m, resid_pre=[12]) as cf:                              # doctest: +SKIP
@@ -120,6 +121,11 @@ class Patch(Probe):
     steps: Sequence[int] | None = (0,)
     site: str = "resid_pre"
     _step: int = field(default=0, init=False, repr=False)
+
+    is_editor = True  # it changes the forward pass through module hooks
+
+    def begin(self, model) -> None:
+        self._step = 0
 
     def module_hooks(self, model) -> list[ModuleHook]:
         stack = self.stack or model.adapter.main_stack

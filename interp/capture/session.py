@@ -11,6 +11,10 @@ Each keyword takes `True` (all layers), a list of layers, or a configured probe
 cannot fit are refused before the first layer runs, and statistics are chunked to fit.
 `edits=` takes editors (ablation, calibration, patching) applied during the capture.
 On exit — also on an exception — every hook is removed and the attention implementation restored.
+Captures nest (the editors of all open captures apply; each capture counts its own forward passes)
+and are private to the thread (or `contextvars` context) that opened them: see
+`interp.capture.context`. A probe object belongs to one open capture at a time; it is reset when
+a capture begins, so it can be reused by the next one.
 
 A capture records one sequence: one forward pass, or the passes of one `generate` call, whose
 records concatenate on the position axis. For several independent batches open one capture each
@@ -28,7 +32,7 @@ from typing import Iterator
 
 import torch
 
-from interp.capture import attention
+from interp.capture import attention, context  # noqa: F401  (attention registers the "interp" functions)
 from interp.capture.hooks import SITES, Residual
 from interp.capture.budget import MemoryBudget
 from interp.capture.probe import Probe, cached_tokens
@@ -59,10 +63,11 @@ class Recording:
     n_forward: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     sites: dict
     probes: list[Probe]
+    configs: frozenset = frozenset()  # id() of the model's configs (the mask builder finds its captures by them)
     step: int = -1
     seen_before: int = 0  # tokens already in the cache handed to this forward pass (absolute position of its first)
     seen: int = 0
@@ -123,51 +128,45 @@ def capture(
     main = model.adapter.main_stack
     empty = {n: LayerMap(main, cat_dim=1) for n in named}
     session = _Session(sites={}, probes=all_probes)
-    handles, previous = [], None
+    handles, switched, claimed = [], False, False
     try:
+        context.claim(all_probes)
+        claimed = True
         for probe in all_probes:
             probe.begin(model)
         if model.backend != "tl":
             session.sites = {getattr(mod, "original_component", mod): site
                              for mod, site in model.adapter.attention_sites().items()}
-            previous = _switch_attention(model)
-        handles.append(model.hf.register_forward_pre_hook(_step_hook(session, model), with_kwargs=True))
-        for probe in all_probes:
-            for module, kind, fn in probe.module_hooks(model):
-                if kind == "pre":
-                    handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
-                else:
-                    handles.append(module.register_forward_hook(fn, with_kwargs=True))
-        attention.ACTIVE.append(session)
+            configs = context.configs_of(model.hf)
+            session.configs = frozenset(configs)
+            context.acquire(model.hf, configs)
+            switched = True
+        hooks = [(model.hf, "pre", _step_hook(session, model))]
+        hooks += [hook for probe in all_probes for hook in probe.module_hooks(model)]
+        for module, kind, fn in hooks:
+            fn = context.scoped(session, kind, fn)  # passes of other threads / contexts are not this capture's
+            if kind == "pre":
+                handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(fn, with_kwargs=True))
+        context.push(session)
         rec = Recording(**{n: (p.data if p is not None else empty[n]) for n, p in named.items()},
                         stats=stats, probes=all_probes)
         with nullcontext() if grad else torch.no_grad():
             yield rec
         rec.n_forward = session.step + 1
     finally:
-        if session in attention.ACTIVE:
-            attention.ACTIVE.remove(session)
+        context.pop(session)
         for handle in handles:
             handle.remove()
-        if previous is not None:
-            model.hf.set_attn_implementation(previous)
-        for probe in all_probes:
-            probe.end()
-
-
-def _switch_attention(model: Model) -> str | None:
-    """Route the model's attention through `interp`; return the implementation to restore (None: keep)."""
-    current = model.hf.config._attn_implementation
-    if current == attention.IMPLEMENTATION:
-        return None
-    model.hf.set_attn_implementation(attention.IMPLEMENTATION)
-    if model.hf.config._attn_implementation != attention.IMPLEMENTATION:
-        raise UnsupportedArchitectureError(
-            f"{type(model.hf).__name__} does not route attention through transformers' AttentionInterface, so "
-            f"interp cannot capture it exactly. Supported: models whose attention calls "
-            f"ALL_ATTENTION_FUNCTIONS (Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX, Whisper, ...)."
-        )
-    return current
+        if switched:
+            context.release(model.hf)
+        if claimed:
+            try:
+                for probe in all_probes:
+                    probe.end()
+            finally:
+                context.unclaim(all_probes)
 
 
 def _step_hook(session: _Session, model: Model):

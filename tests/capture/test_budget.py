@@ -49,8 +49,9 @@ def test_budget_chunks_stats_exactly():
     small = Stats()
     with interp.capture(model, probes=[small, MemoryBudget(3 * 4 * 2 * 4 * 9 * 2, [small])]):  # 2 rows per chunk
         model(**batch)
-    assert small.max_memory == 3 * 4 * 2 * 4 * 9 * 2
-    assert chunk_rows(small.max_memory, batch=2, heads=4, k_len=9) == 2
+        assert small.max_memory == 3 * 4 * 2 * 4 * 9 * 2
+        assert chunk_rows(small.max_memory, batch=2, heads=4, k_len=9) == 2
+    assert small.max_memory is None  # the budget is lent for the capture only: a reused probe starts clean
     free = Stats()
     with interp.capture(model, probes=[free]):
         model(**batch)

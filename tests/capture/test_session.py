@@ -8,7 +8,7 @@ import torch
 
 import interp
 from interp import Patch, Patterns, Probe
-from interp.capture import attention
+from interp.capture import context
 from interp.errors import IndexOutOfRangeError, PromptTooLongError
 from tiny import padded_batch, tiny_model
 
@@ -20,7 +20,7 @@ def _hook_count(model: torch.nn.Module) -> int:
 
 
 def _fingerprint(model):
-    return (model.config._attn_implementation, _hook_count(model), len(attention.ACTIVE),
+    return (model.config._attn_implementation, _hook_count(model), len(context.active()),
             {k: v.clone() for k, v in model.state_dict().items()})
 
 
