@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
     """
     unmarked = [item.nodeid for item in items if not {"fast", "slow"} & {m.name for m in item.iter_markers()}]
     if unmarked:
-        raise pytest.UsageError(f"tests must be marked fast or slow: {', '.join(unmarked[:5])}")
+        raise pytest.UsageError(f"{len(unmarked)} tests are marked neither fast nor slow: {', '.join(unmarked)}")
     import torch
 
     if not torch.cuda.is_available():

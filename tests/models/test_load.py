@@ -39,6 +39,7 @@ def test_embedded_model_answers_a_needle_in_a_haystack_question(smollm2, data):
     assert rec.patterns[0].shape[2] == 1 + rec.n_forward - 1  # last prefill row + one per decoding step
 
 
+@pytest.mark.fast
 def test_missing_path_names_the_alternatives(tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist.*interp.load\\('smollm2'\\)"):
         interp.load(str(tmp_path / "nope"))
@@ -46,12 +47,14 @@ def test_missing_path_names_the_alternatives(tmp_path):
         interp.load(str(tmp_path))
 
 
+@pytest.mark.fast
 def test_unknown_hub_id_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="cannot be reached.*smollm2"):
         interp.load("someone/some-model-that-is-not-cached")
 
 
+@pytest.mark.fast
 def test_unknown_architecture_lists_the_supported_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
     with pytest.raises(UnsupportedArchitectureError, match="mamba.*Supported"):
