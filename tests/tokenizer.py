@@ -2,8 +2,8 @@
 
 The fast tests need a real subword tokenizer (token-exact needle placement, chat prompts, decoding) but
 must not download SmolLM2. This one is trained on the shipped haystack text, with SmolLM2's special
-tokens and chat template. It is committed in `tests/data/small-bpe/` (70 KB); `python tests/tokenizer.py`
-trains it again (byte-identical: BPE training is deterministic).
+tokens and chat template, and with the binding templates' words as single tokens. It is committed in
+`tests/data/small-bpe/` (120 KB); `python tests/tokenizer.py` trains it again, byte-identical.
 """
 
 from functools import lru_cache
@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from interp.resources import data_path
+from interp.tasks.binding import vocabulary
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (  # SmolLM2-Instruct's
@@ -32,15 +33,16 @@ def small_tokenizer() -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(SAVED)
 
 
-def train(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def train(vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Byte-level BPE with `vocab_size` entries, trained on `data/haystack/pride-and-prejudice.txt`."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    text = data_path("haystack", "pride-and-prejudice.txt").read_text(encoding="utf-8")
-    tok.train_from_iterator(text.splitlines(), trainer=trainer)
+    lines = data_path("haystack", "pride-and-prejudice.txt").read_text(encoding="utf-8").splitlines()
+    lines += [f"{w} the {w}, and {w}." for w in vocabulary()] * 30  # binding templates' words: one token each
+    tok.train_from_iterator(lines, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|im_end|>", unk_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE

@@ -139,10 +139,10 @@ def _resolve(ref: str) -> tuple[str, str | None]:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} has no config.json; pass a transformers model directory "
                                      f"(as written by save_pretrained) or a .gguf file.")
+        _check_family(str(path))  # an architecture interp cannot capture is refused first, weights or not
         if not any(next(path.glob(f"*{ext}"), None) for ext in WEIGHT_FILES):
             raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} files); "
                                     f"finish the download or save the model again with save_pretrained.")
-        _check_family(str(path))
         return str(path), None
     if _looks_like_path(ref):
         raise ModelNotFoundError(
