@@ -8,15 +8,23 @@
     torch.Size([1, 9, 8, 8])
 """
 
-from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, Recording, Residual, Stats,
-                            capture)
+from interp.capture import (
+                            Activations,
+                            AttentionCall,
+                            Patch,
+                            Patterns,
+                            Probe,
+                            Recording,
+                            Residual,
+                            Stats,
+                            capture,
+)
 from interp.errors import InterpError
 from interp.intervene import ablate
 from interp.intervene.calibrate import Calibration, calibrate
 from interp.models import Adapter, Model, adapter_for, load
 from interp.scan import scan
-
-__version__ = "0.1.0"
+from interp.version import __version__
 
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",

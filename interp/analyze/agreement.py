@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.errors import InterpError
+from interp.errors import InterpError, check_index
 
 Map = Float[Tensor, "step key"]
 
@@ -295,8 +295,6 @@ class SaliencyReport:
         """Plotly: attention (aggregated by `how`) and saliency of one generated token, side by side."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
-
-        from interp.errors import check_index
 
         step = check_index("step", step, len(self.tokens), where="the generated tokens")
         att = aggregate(self.attention, how)[step]

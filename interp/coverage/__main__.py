@@ -1,14 +1,9 @@
 """`python -m interp.coverage`: run the sweep, write docs/coverage.md (see `interp.coverage`)."""
 
+from interp import coverage
 from interp.coverage.checks import Result
 from interp.coverage.sweep import causal_lm_types, sweep, table
 from interp.errors import InterpError
-
-
-def _doc() -> str:
-    import interp.coverage
-
-    return interp.coverage.__doc__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="python -m interp.coverage", description=_doc(),
+    parser = argparse.ArgumentParser(prog="python -m interp.coverage", description=coverage.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("types", nargs="*", help="model types to check (default: every causal-LM type)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")

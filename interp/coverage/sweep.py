@@ -6,9 +6,11 @@
 
 import torch
 
+import interp  # noqa: F401  (imported before the workers fork, so each inherits it)
 from interp.coverage.checks import Result, _short, check
 from interp.coverage.tiny import HIDDEN, LAYERS
 from interp.errors import InterpError
+
 
 def causal_lm_types() -> dict[str, str]:
     """Every causal-LM model type of the installed transformers -> its model class name."""
@@ -69,8 +71,6 @@ def sweep(model_types: list[str] | None = None, *, jobs: int = 2, time_limit: fl
     from functools import partial
 
     from rich.progress import Progress
-
-    import interp  # noqa: F401  (imported once here, inherited by the forked workers)
 
     types = list(model_types or causal_lm_types())
     unknown = [t for t in types if t not in causal_lm_types()]

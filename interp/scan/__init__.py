@@ -8,6 +8,7 @@
 Add an analysis with `@interp.scan.register(name, ConfigDataclass, help)` (see `registry.py`).
 """
 
+from interp.scan import analyses as _builtin  # noqa: F401  (registers the built-in analyses)
 from interp.scan.registry import (
     ANALYSES,
     Analysis,
@@ -24,8 +25,6 @@ from interp.scan.store import ScanFileError
 
 def available() -> dict[str, str]:
     """Registered analyses -> their one-line help."""
-    import interp.scan.analyses  # noqa: F401
-
     return {name: a.help for name, a in ANALYSES.items()}
 
 

@@ -12,8 +12,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-import interp
 from interp.analyze.heads import DEFAULT_TEXT
+from interp.capture import capture
 
 EXAMPLE_PROMPT = " ".join(DEFAULT_TEXT.split()[:14])
 
@@ -61,7 +61,7 @@ def pattern_examples(model, heads: list[tuple[int, int]], *, prompt: str = EXAMP
     layers = sorted({layer for layer, _ in heads})
     if not layers:
         return {"prompt": text, "tokens": [], "heads": {}}
-    with interp.capture(model, patterns=layers) as rec:
+    with capture(model, patterns=layers) as rec:
         if model.backend == "tl":
             model.bridge(batch["input_ids"])
         else:
