@@ -23,11 +23,11 @@ from interp.errors import InterpError
 from interp.intervene import ablate
 from interp.intervene.calibrate import Calibration, calibrate
 from interp.models import Adapter, Model, adapter_for, load
-from interp.scan import scan
+from interp.scan import run_scan
 from interp.version import __version__
 
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
     "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-    "ablate", "calibrate", "Calibration", "scan", "InterpError", "__version__",
+    "ablate", "calibrate", "Calibration", "run_scan", "InterpError", "__version__",
 ]

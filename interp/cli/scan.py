@@ -57,7 +57,7 @@ def run(args) -> int:
     # lazy: start-up
     from interp.report import export_figures
     from interp.report.export import check_export
-    from interp.scan import available, scan
+    from interp.scan import available, run_scan
 
     if args.list:
         for name, help_text in available().items():
@@ -66,7 +66,7 @@ def run(args) -> int:
     formats = [f.strip() for f in args.export.split(",") if f.strip()]
     if args.export:
         check_export(formats)  # before the scan, not after it
-    doc = scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
+    doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
                max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report)
     print(f"scan.json{'' if args.no_report else ' and report.html'} written to {args.out}/", file=sys.stderr)

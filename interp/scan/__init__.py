@@ -1,9 +1,11 @@
 """`interp scan`: every analysis of one model, resumable, into `scan.json` and `report.html`.
 
     >>> import interp.scan
-    >>> doc = interp.scan.scan("smollm2", analyses="heads", out="runs/smollm2")     # doctest: +SKIP
+    >>> doc = interp.scan.run_scan("smollm2", analyses="heads", out="runs/smollm2")  # doctest: +SKIP
     >>> sorted(interp.scan.available())                                          # doctest: +SKIP
     ['binding', 'heads', 'retrieval', 'saliency', 'sinks']
+
+`interp.scan` is this package; the function that runs a scan is `run_scan` (also `interp.run_scan`).
 
 Add an analysis with `@interp.scan.register(name, ConfigDataclass, help)` (see `registry.py`).
 """
@@ -18,7 +20,7 @@ from interp.scan.registry import (
     UnknownAnalysisError,
     register,
 )
-from interp.scan.runner import ScanExistsError, load_scan, scan
+from interp.scan.runner import ScanExistsError, load_scan, run_scan
 from interp.scan.schema import SCHEMA_VERSION
 from interp.scan.store import ScanFileError
 
@@ -41,5 +43,5 @@ __all__ = [
     "available",
     "load_scan",
     "register",
-    "scan",
+    "run_scan",
 ]

@@ -1,7 +1,7 @@
-"""`interp.scan`: one loaded model through every selected analysis, to `scan.json` + `report.html`.
+"""`interp.run_scan`: one loaded model through every selected analysis, to `scan.json` + `report.html`.
 
     >>> import interp
-    >>> doc = interp.scan("smollm2", analyses="heads", out="runs/smollm2")          # doctest: +SKIP
+    >>> doc = interp.run_scan("smollm2", analyses="heads", out="runs/smollm2")          # doctest: +SKIP
     >>> doc["analyses"]["heads"]["metrics"]["induction"]["scores"][5][3]            # doctest: +SKIP
 
 Crash safety: `scan.json` is rewritten atomically after every analysis, finished units of the
@@ -61,7 +61,7 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(out / "parts", ignore_errors=True)
 
 
-def scan(
+def run_scan(
     model="smollm2",
     *,
     analyses: str | list[str] | None = None,
