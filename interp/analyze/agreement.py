@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.axes import parse_head
 from interp.errors import InterpError, check_index
 
 Map = Float[Tensor, "step key"]
@@ -181,7 +182,7 @@ def aggregate(attention: Float[Tensor, "layer head step key"], how: str | Heads)
         if kind == "layer":
             return attention[int(spec)].mean(0)
         if kind == "head":
-            layer, head = (int(x) for x in spec.split("."))
+            layer, head = parse_head(spec)
             return attention[layer, head]
         raise InterpError(
             f"Unknown aggregation {how!r}; use 'all', 'layer:L', 'head:L.H' or a list of (L, H)."

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-first", type=int, default=2, help="first layers never calibrated (ACT: 2)")
     parser.add_argument("--skip-last", type=int, default=1, help="last layers never calibrated (ACT: 1)")
     parser.add_argument("--layers", help="explicit candidate layers, e.g. 4,8,12 (overrides --skip-*)")
-    parser.add_argument("--heads", help="calibrate these LAYER:HEAD pairs, no search (e.g. 12:3,14:0)")
+    parser.add_argument("--heads", help="calibrate these heads (LAYER.HEAD labels), no search (e.g. 12.3,14.0)")
     parser.add_argument("--calibration", help="re-apply a saved calibration.json, no search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import interp
+    from interp.axes import head_label
     from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
     from interp.intervene.head_search import SearchConfig, search_heads
     from interp.tasks.fewshot import bootstrap_ci, evaluate, get_task, make_split
@@ -131,6 +132,6 @@ def run(args: argparse.Namespace) -> int:
                     ("difference", report["difference"])):
         table.add_row(name, f"{100 * s['accuracy']:.1f}%", f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]")
     Console().print(table)
-    Console().print(f"heads ({len(cal.heads)}): {', '.join(f'{a}:{b}' for a, b in cal.heads) or 'none'}; "
+    Console().print(f"heads ({len(cal.heads)}): {', '.join(head_label(a, b) for a, b in cal.heads) or 'none'}; "
                     f"wrote {out / 'report.json'}")
     return 0

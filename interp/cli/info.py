@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import interp
+    from interp.axes import head_label
 
     console = Console()
     with console.status(f"loading {args.model} ..."):
@@ -63,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         s = attention_summary(rec.patterns[layer])
         best = int(s["previous_token"].argmax())
         heads.add_row(str(layer), f"{s['entropy'].mean():.2f}", f"{s['first_token'].mean():.2f}",
-                      f"H{best} ({s['previous_token'][best]:.2f})")
+                      f"{head_label(layer, best)} ({s['previous_token'][best]:.2f})")
     console.print(heads)
     return 0
