@@ -148,7 +148,7 @@ def table(results: list[Result]) -> str:
         "modeling file uses `ALL_ATTENTION_FUNCTIONS`. `skip`: no tiny model could be built here (the reason "
         "is transformers' own error) — these count as not passing.",
         "",
-        "Commands: `python -m interp.coverage` (this file, all types, 2 workers, 60 s per type); "
+        "Commands: `python -m interp.coverage --out docs/coverage.md` (this file, all types, 2 workers, 60 s per type); "
         "`python -m interp.coverage llama gemma2` (a few, to stdout); `pytest tests/test_coverage.py` (the "
         "sweep, failing with the model type named when a type that passes here stops passing).",
         "",
