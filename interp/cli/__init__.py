@@ -50,7 +50,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         module_name = f"interp.cli.{name}"
         doc = _docstring(module_name)
         if doc is None:
-            continue  # a subcommand not built yet
+            continue  # listed, but its module is absent from this install
         p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if chosen is None or chosen == name:

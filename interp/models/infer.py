@@ -227,8 +227,8 @@ def z_transform(attn: nn.Module, out_proj: str) -> str | None:
 def refusal(model: nn.Module) -> str | None:
     """Why `interp` cannot capture `model` exactly, or None when it can.
 
-    Learned attention sinks (gpt-oss `s_aux`) used to be refused; the attention function now applies
-    them exactly, so nothing is refused here at present.
+    The hook for attention terms the interface function cannot reproduce; learned attention sinks
+    (gpt-oss `s_aux`) are applied exactly, so nothing is refused here at present.
     """
     return None
 
