@@ -106,7 +106,7 @@ def test_bad_input(tmp_path, tiny):
         s.top(7)
     with pytest.raises(InterpError, match="does not exist"):
         RetrievalScores.from_json(tmp_path / "nope.json")
-    with pytest.raises(InterpError, match="layer-head"):
+    with pytest.raises(InterpError, match="head labels .L.H."):
         RetrievalScores.from_json({"layer3": [0.1]})
     with pytest.raises(InterpError, match="different lengths"):
         RetrievalScores.from_json({"0-0": [0.1], "0-1": [0.1, 0.2]})
