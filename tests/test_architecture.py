@@ -40,18 +40,6 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
-def _marked(lines: list[str], first: int, last: int) -> bool:
-    """The import on lines `first..last` (1-based) carries the mark, or a comment above its import block does."""
-    if any(LAZY_MARK in line for line in lines[first - 1: last]):
-        return True
-    i = first - 2
-    while i >= 0 and lines[i].strip().startswith(("#", "from ", "import ")):
-        if LAZY_MARK in lines[i]:
-            return True
-        i -= 1
-    return False
-
-
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, int, bool, bool]]:
     """(imported module, line, inside a function, marked lazy) for each `interp` import of one module."""
     source = path.read_text()
@@ -61,7 +49,13 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str,
     found = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
+        # a `# lazy:` mark covers a run of consecutive import statements: on any of their lines or just above
+        block_start, previous = getattr(node, "lineno", 1), None
         for child in ast.iter_child_nodes(node):
+            is_import = isinstance(child, ast.Import | ast.ImportFrom)
+            if is_import and not isinstance(previous, ast.Import | ast.ImportFrom):
+                block_start = previous.end_lineno + 1 if isinstance(previous, ast.stmt) else block_start
+            previous = child if isinstance(child, ast.stmt) else previous
             nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
             targets: list[str] = []
             if isinstance(child, ast.Import):
@@ -76,7 +70,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str,
                 targets = sorted({f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module
                                   for a in child.names})
             if targets:
-                lazy = _marked(lines, child.lineno, child.end_lineno or child.lineno)
+                lazy = any(LAZY_MARK in line for line in lines[block_start - 1: child.end_lineno])
                 for target in targets:
                     if target == "interp" or target.startswith("interp."):
                         found.append((target, child.lineno, in_function, lazy))
