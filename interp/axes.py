@@ -20,14 +20,21 @@ Positions are always in the padded coordinates of the batch the model saw. Durin
 generation the `query` axis of a recording concatenates the prefill rows and one row per
 decoding step, and the `key` axis runs over the whole sequence seen so far.
 
+A head is named `"L.H"` everywhere it is printed or serialized (`head_label`); `parse_head` also
+reads the older spellings `"L-H"`, `"L:H"` and `"L18.H6"`.
+
 Example:
     >>> from interp.axes import Pattern
     >>> Pattern  # doctest: +ELLIPSIS
     jaxtyping.Float[Tensor, 'batch head query key']
 """
 
+import re
+
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from interp.errors import InterpError
 
 AXES = ("batch", "layer", "head", "kv_head", "query", "key", "pos", "span", "d_head", "d_model")
 
@@ -41,4 +48,28 @@ Residual = Float[Tensor, "batch pos d_model"]
 Visible = Bool[Tensor, "batch query key"]
 TokenIds = Int[Tensor, "batch pos"]
 
-__all__ = ["AXES", "Pattern", "Scores", "Query", "Key", "Value", "HeadOutput", "Residual", "Visible", "TokenIds"]
+_HEAD = re.compile(r"L?(-?\d+)\s*(?:[.:-]\s*H?|H)(-?\d+)")
+
+
+def head_label(layer: int, head: int) -> str:
+    """The one printed and serialized name of a head.
+
+    >>> head_label(18, 6)
+    '18.6'
+    """
+    return f"{int(layer)}.{int(head)}"
+
+
+def parse_head(label: str) -> tuple[int, int]:
+    """`(layer, head)` from a head label: `"18.6"`, or the older `"18-6"`, `"18:6"`, `"L18.H6"`.
+
+    >>> parse_head("18.6"), parse_head("18-6"), parse_head("13:5"), parse_head("L3.H2")
+    ((18, 6), (18, 6), (13, 5), (3, 2))
+    """
+    match = _HEAD.fullmatch(str(label).strip())
+    if match is None:
+        raise InterpError(f"cannot read head {label!r}; write a head as LAYER.HEAD, e.g. '12.3'.")
+    return int(match[1]), int(match[2])
+
+
+__all__ = ["head_label", "parse_head", "AXES", "Pattern", "Scores", "Query", "Key", "Value", "HeadOutput", "Residual", "Visible", "TokenIds"]

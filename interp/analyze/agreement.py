@@ -27,7 +27,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.errors import InterpError
+from interp.axes import parse_head
+from interp.errors import InterpError, check_index
 
 Map = Float[Tensor, "step key"]
 
@@ -181,7 +182,7 @@ def aggregate(attention: Float[Tensor, "layer head step key"], how: str | Heads)
         if kind == "layer":
             return attention[int(spec)].mean(0)
         if kind == "head":
-            layer, head = (int(x) for x in spec.split("."))
+            layer, head = parse_head(spec)
             return attention[layer, head]
         raise InterpError(
             f"Unknown aggregation {how!r}; use 'all', 'layer:L', 'head:L.H' or a list of (L, H)."
@@ -295,8 +296,6 @@ class SaliencyReport:
         """Plotly: attention (aggregated by `how`) and saliency of one generated token, side by side."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
-
-        from interp.errors import check_index
 
         step = check_index("step", step, len(self.tokens), where="the generated tokens")
         att = aggregate(self.attention, how)[step]

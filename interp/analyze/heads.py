@@ -33,9 +33,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.axes import Pattern, TokenIds
+from interp.capture import capture
 from interp.capture.call import AttentionCall
 from interp.capture.probe import Probe
 from interp.errors import InterpError
+from interp.models.model import as_model
 
 ROLE_METRICS = ("previous_token", "duplicate_token", "induction")
 ROW_METRICS = ("entropy", "mean_distance")
@@ -276,11 +278,9 @@ def _collect(per_layer: dict[int, _LayerSums]) -> Sums:
 @torch.no_grad()
 def score_batch(model, ids: TokenIds, chunk_rows: int = 128) -> Sums:
     """Metric sums of one equal-length, unpadded batch of token ids (every layer, every head)."""
-    import interp
-
     if model.backend == "tl":
         per_layer: dict[int, _LayerSums] = {}
-        with interp.capture(model, patterns=True) as rec:
+        with capture(model, patterns=True) as rec:
             model.bridge(ids.to(model.device))
         real = torch.ones_like(ids, dtype=torch.bool)
         for layer in rec.patterns:
@@ -289,7 +289,7 @@ def score_batch(model, ids: TokenIds, chunk_rows: int = 128) -> Sums:
         return _collect(per_layer)
     probe = DetectorProbe(chunk_rows=chunk_rows)
     probe.feed(ids, torch.ones_like(ids, dtype=torch.bool))
-    with interp.capture(model, probes=[probe]):
+    with capture(model, probes=[probe]):
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     return _collect(probe.sums)
 
@@ -325,8 +325,6 @@ def detect_heads(model, config: HeadsConfig | None = None, *, progress: Progress
     """Score every head of `model` as previous-token / duplicate-token / induction head, plus entropy
     and mean attention distance (see the module docstring). `progress(done, total)` is called per batch.
     """
-    from interp.models.model import as_model
-
     config = config or HeadsConfig()
     config.check()
     model = as_model(model)

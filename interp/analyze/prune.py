@@ -26,6 +26,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.analyze.retrieval import RetrievalScores, run_trials
+from interp.capture import capture
 from interp.errors import InterpError
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
@@ -247,8 +248,6 @@ def perplexity(
     model, windows: Int[Tensor, "batch pos"], heads: Sequence[Head], config: PruneConfig, means=None
 ) -> float:
     """exp(mean next-token loss) over `windows` (unpadded rows of held-out token ids) with `heads` ablated."""
-    from interp.capture import capture
-
     m = as_model(model)
     edits = _editors(heads, config, means)
     total, count = 0.0, 0

@@ -42,6 +42,7 @@ from interp.analyze.trials import (  # the runner; re-exported here, where the s
     prefix_order,
     run_trials,
 )
+from interp.axes import head_label, parse_head
 from interp.errors import InterpError
 from interp.models.model import as_model
 from interp.tasks.niah import Trial
@@ -94,16 +95,17 @@ class RetrievalScores:
         order = sorted(range(n), key=lambda i: (-flat[i].item(), i))[:k]
         return [(i // self.n_heads, i % self.n_heads, flat[i].item()) for i in order]
 
-    def to_json(self) -> dict[str, list[float]]:
-        """The official score-file format: `{"layer-head": [score per counted trial, ...]}`."""
+    def to_json(self, official: bool = False) -> dict[str, list[float]]:
+        """The score-file format: `{"L.H": [score per counted trial, ...]}` (head labels, `interp.axes`);
+        `official=True` spells keys `"L-H"`, as the Retrieval Head paper's code reads them."""
         return {
-            f"{l}-{h}": self.per_trial[:, l, h].tolist()
+            (f"{l}-{h}" if official else head_label(l, h)): self.per_trial[:, l, h].tolist()
             for l in range(self.n_layers)
             for h in range(self.n_heads)
         }
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()))
+    def save(self, path: str | Path, official: bool = False) -> None:
+        Path(path).write_text(json.dumps(self.to_json(official)))
 
     @classmethod
     def from_json(
@@ -127,15 +129,15 @@ class RetrievalScores:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise InterpError(f"{path} is not a retrieval score file: not valid JSON ({err}).") from None
         if not isinstance(data, dict) or not data:
-            raise InterpError('not a retrieval score file: expected a non-empty {"layer-head": [scores]} object.')
+            raise InterpError('not a retrieval score file: expected a non-empty {"L.H": [scores]} object.')
         try:
-            keys = {tuple(int(x) for x in k.split("-")): v for k, v in data.items()}
+            keys = {parse_head(k): v for k, v in data.items()}  # "L.H", or the official "L-H"
             if any(len(k) != 2 or min(k) < 0 for k in keys) or not all(
                     isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in keys.values()):
-                raise ValueError("keys 'layer-head', values lists of numbers")
-        except (ValueError, AttributeError) as err:
+                raise ValueError("keys 'L.H', values lists of numbers")
+        except (ValueError, AttributeError, InterpError) as err:
             raise InterpError(
-                f"not a retrieval score file: keys must look like 'layer-head' with lists of scores ({err})."
+                f"not a retrieval score file: keys must be head labels 'L.H' (or 'L-H') with lists of scores ({err})."
             ) from None
         lengths = {len(v) for v in keys.values()}
         if len(lengths) > 1:

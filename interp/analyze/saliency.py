@@ -39,7 +39,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyze.agreement import SaliencyReport
+from interp.capture import Patterns, capture
 from interp.errors import InterpError
+from interp.models.model import as_model
+from interp.tasks.speech import SAMPLE_RATE, check_waveform, resample
 
 SPEECH_HOP = 160  # samples per log-mel frame (Whisper)
 FRAMES_PER_POSITION = 2  # log-mel frames per encoder position (conv2 stride)
@@ -233,19 +236,11 @@ def _progress(it, cfg: SaliencyConfig, label: str):
 # --------------------------------------------------------------------------- end to end
 
 
-def _as_model(model):
-    from interp.models.model import as_model
-
-    return as_model(model)
-
-
 def _attention(m, inputs: dict, stack: str, rows: slice) -> Float[Tensor, "layer head query key"]:
     """Every layer's attention in one stack for the query `rows` (batch of one), via `interp.capture`.
 
     Only the requested rows are materialised: `layer x head x rows x key` floats.
     """
-    from interp.capture import Patterns, capture
-
     n_layers = m.adapter.n_layers(stack)
     with capture(m, patterns=Patterns(stack=stack, queries=rows)) as rec:
         m.hf(**inputs)
@@ -304,7 +299,7 @@ def explain_text(
     (`report.input_mass` keeps the share they put on the prompt before that).
     """
     cfg = config or SaliencyConfig()
-    m = _as_model(model)
+    m = as_model(model)
     ids, p = _generate_text(m, prompt, max_new_tokens, chat)
     target = text_target(m.hf, ids, p, cfg.score)
     sal = target.reduce(attribute(target, cfg))
@@ -341,10 +336,8 @@ def explain_speech(
     `interp.tasks.speech.chunk_waveform`). Saliency explains the raw log-probability, before
     generation's token suppression.
     """
-    from interp.tasks.speech import SAMPLE_RATE, check_waveform, resample
-
     cfg = config or SaliencyConfig()
-    m = _as_model(model)
+    m = as_model(model)
     tok = tokenizer or m.tokenizer
     fx = feature_extractor or m.extras.get("feature_extractor")
     if fx is None:

@@ -11,11 +11,11 @@ Public surface:
 from interp.capture.attention import IMPLEMENTATION
 from interp.capture.call import AttentionCall
 from interp.capture.hooks import Patch, Residual
-from interp.capture.masks import visible_keys
 from interp.capture.probe import Probe
 from interp.capture.recorders import Activations, Patterns
 from interp.capture.session import Recording, capture
 from interp.capture.stats import Stats
+from interp.masks import visible_keys
 
 __all__ = ["capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
            "visible_keys", "IMPLEMENTATION"]

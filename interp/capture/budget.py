@@ -26,7 +26,11 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 
 def parse_bytes(size: int | float | str) -> int:
-    """`2GB` (SI), `1.5 GiB` (binary), or a plain number of bytes."""
+    """`2GB` (SI), `1.5 GiB` (binary), or a plain number of bytes.
+
+    Kept beside accelerate's `convert_file_size_to_int`, which reads `"2gb"` as gigabits (2.5e8 bytes)
+    and refuses `"1000"` and `"1TB"`.
+    """
     if isinstance(size, (int, float)) and not isinstance(size, bool):
         if size <= 0:
             raise InterpError(f"a memory budget must be positive, got {size}.")

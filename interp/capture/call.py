@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.axes import Key, Query, Value, Visible
-from interp.capture.masks import additive_bias, visible_keys
+from interp.masks import additive_bias, visible_keys
 
 
 @dataclass
@@ -26,7 +26,7 @@ class AttentionCall:
         module: the attention `nn.Module` transformers called us from.
         query, key, value: as transformers passes them (after rotary); `key`/`value` hold the
             whole KV cache during decoding.
-        attention_mask: the mask as transformers passes it (see `interp.capture.masks`).
+        attention_mask: the mask as transformers passes it (see `interp.masks`).
         scaling: the factor applied to `q·k`.
         softcap: Gemma-2 style logit soft-capping (`tanh(s / c) * c`), or None.
         is_causal: whether the module is causal.

@@ -21,6 +21,7 @@ import threading
 import weakref
 from contextvars import ContextVar
 
+from interp.capture.probe import Probe
 from interp.errors import InterpError, UnsupportedArchitectureError
 
 IMPLEMENTATION = "interp"
@@ -167,8 +168,6 @@ def unclaim(probes) -> None:
 
 def is_editor(probe) -> bool:
     """Whether `probe` changes the forward pass (weights, `z`, or module outputs), not only records it."""
-    from interp.capture.probe import Probe
-
     flag = getattr(probe, "is_editor", None)
     if flag is not None:
         return bool(flag)

@@ -33,12 +33,13 @@ from typing import Iterator
 import torch
 
 from interp.capture import attention, context  # noqa: F401  (attention registers the "interp" functions)
-from interp.capture.hooks import SITES, Residual
 from interp.capture.budget import MemoryBudget
+from interp.capture.hooks import SITES, Residual
 from interp.capture.probe import Probe, cached_tokens
-from interp.capture.stats import Stats
 from interp.capture.recorders import Activations, Patterns
+from interp.capture.stats import Stats
 from interp.capture.store import LayerMap
+from interp.capture.tl import tl_probe
 from interp.errors import UnsupportedArchitectureError
 from interp.models.model import Model, as_model
 
@@ -110,8 +111,6 @@ def capture(
     specs = dict(patterns=patterns, q=q, k=k, v=v, z=z, resid_pre=resid_pre, resid_post=resid_post,
                  attn_out=attn_out, mlp_out=mlp_out)
     if model.backend == "tl":
-        from interp.capture.tl import tl_probe
-
         if edits:
             raise UnsupportedArchitectureError(
                 "editors (ablation, calibration, patching) run through the HF attention function; load the "

@@ -1,7 +1,8 @@
 """The `interp` command line: one subcommand per module, registered by name.
 
-Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`; the registry maps
-names to modules so `interp --help` stays fast (modules import on use).
+Each subcommand module `interp/cli/NAME.py` defines `add_arguments(parser)` and `run(args) -> int`;
+`COMMANDS` lists the names. `interp --help` reads the modules' docstrings without importing them, and
+`interp NAME ...` imports only `interp.cli.NAME`, which imports torch and the analyzers inside `run`.
 
     interp info [MODEL]            model summary and a captured-attention summary
     interp scan [MODEL]            all analyzers -> scan.json + report.html
@@ -12,36 +13,50 @@ names to modules so `interp --help` stays fast (modules import on use).
 """
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
 
 from interp.errors import InterpError, check_out_dir
 
-COMMANDS: dict[str, str] = {
-    "info": "interp.cli.info",
-    "scan": "interp.cli.scan",
-    "prune": "interp.cli.prune",
-    "calibrate": "interp.cli.calibrate",
-    "binding": "interp.cli.binding",
-    "saliency": "interp.cli.saliency",
-}
+# The subcommands, in `--help` order: `interp NAME` runs `interp.cli.NAME` (its docstring is the help).
+# Adding a command is one line here plus its module (see docs/architecture.md).
+COMMANDS: list[str] = [
+    "info",
+    "scan",
+    "prune",
+    "calibrate",
+    "binding",
+    "saliency",
+]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _docstring(module_name: str) -> str | None:
+    """A module's docstring, read from its source without importing it (None: no such module)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return None
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read())) or ""
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `interp` parser; only the subcommand named in `argv` is imported (all of them if `argv` is None)."""
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability for transformer LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # a subcommand not built yet
-        doc = (module.__doc__ or "").strip().splitlines()
-        p = sub.add_parser(name, help=doc[0] if doc else None, description=module.__doc__,
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name in COMMANDS:
+        module_name = f"interp.cli.{name}"
+        doc = _docstring(module_name)
+        if doc is None:
+            continue  # listed, but its module is absent from this install
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if chosen is None or chosen == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
@@ -52,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     writable, so no result is computed only to be lost at the end. Commands raise `InterpError`
     for bad input; they need no error handling of their own.
     """
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         if getattr(args, "out", None) is not None:
             check_out_dir(args.out)

@@ -23,36 +23,28 @@ import argparse
 import json
 import time
 
-from rich.console import Console
-from rich.table import Table
-
-import interp
 from interp.errors import InterpError, check_out_dir
-from interp.intervene.calibrate import EXEMPT, Calibration, calibrate, model_identity, parse_heads
-from interp.intervene.head_search import SearchConfig, search_heads
-from interp.tasks.fewshot import TASKS, bootstrap_ci, evaluate, get_task, make_split
-from interp.tasks.task_file import read_task_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="embedded name (smollm2), local directory or .gguf file")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", help=f"few-shot task: {', '.join(TASKS)}")
+    which.add_argument("--task", help="few-shot task: sst2, agnews, trec (interp.tasks.fewshot.TASKS)")
     which.add_argument("--task-file", help="your own task: a JSON-lines file (format: interp.tasks.task_file)")
     parser.add_argument("--shots", type=int, default=4, help="demonstrations per prompt (balanced over labels)")
     parser.add_argument("--dev", type=int, default=64, help="dev examples for the head search")
     parser.add_argument("--test", type=int, default=500, help="test examples (disjoint from demos and dev)")
     parser.add_argument("--beta", type=float, default=0.4, help="factor kept on sink attention (ACT: 0.4)")
     parser.add_argument("--tau", type=float, default=0.1, help="column-mean threshold of a sink (ACT: 0.1)")
-    parser.add_argument("--exempt", default="first_sink", choices=EXEMPT,
-                        help="the sink left undamped: each head's first detected sink (ACT's code, default) or the "
+    parser.add_argument("--exempt", default="first_sink",
+                        help="first_sink, first_token or none: the sink left undamped: each head's first detected sink (ACT's code, default) or the "
                              "first token")
     parser.add_argument("--budget", type=int, default=60, help="dev evaluations the head search may spend")
     parser.add_argument("--max-heads", type=int, default=8, help="largest head set the search builds")
     parser.add_argument("--skip-first", type=int, default=2, help="first layers never calibrated (ACT: 2)")
     parser.add_argument("--skip-last", type=int, default=1, help="last layers never calibrated (ACT: 1)")
     parser.add_argument("--layers", help="explicit candidate layers, e.g. 4,8,12 (overrides --skip-*)")
-    parser.add_argument("--heads", help="calibrate these LAYER:HEAD pairs, no search (e.g. 12:3,14:0)")
+    parser.add_argument("--heads", help="calibrate these heads (LAYER.HEAD labels), no search (e.g. 12.3,14.0)")
     parser.add_argument("--calibration", help="re-apply a saved calibration.json, no search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -63,6 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: start-up
+    from rich.console import Console
+    from rich.table import Table
+
+    import interp
+    from interp.axes import head_label
+    from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
+    from interp.intervene.head_search import SearchConfig, search_heads
+    from interp.tasks.fewshot import bootstrap_ci, evaluate, get_task, make_split
+    from interp.tasks.task_file import read_task_file
+
     console = Console(stderr=True)
     task = read_task_file(args.task_file) if args.task_file else get_task(args.task)  # fails before loading
     cal = Calibration.load(args.calibration) if args.calibration else None
@@ -129,6 +132,6 @@ def run(args: argparse.Namespace) -> int:
                     ("difference", report["difference"])):
         table.add_row(name, f"{100 * s['accuracy']:.1f}%", f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]")
     Console().print(table)
-    Console().print(f"heads ({len(cal.heads)}): {', '.join(f'{a}:{b}' for a, b in cal.heads) or 'none'}; "
+    Console().print(f"heads ({len(cal.heads)}): {', '.join(head_label(a, b) for a, b in cal.heads) or 'none'}; "
                     f"wrote {out / 'report.json'}")
     return 0

@@ -4,13 +4,13 @@
     interp info path/to/model --prompt "The quick brown fox jumps over the lazy dog."
 """
 
+from __future__ import annotations
+
 import argparse
+from typing import TYPE_CHECKING
 
-import torch
-from rich.console import Console
-from rich.table import Table
-
-import interp
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to Mary. The store was closed on Sunday."
 
@@ -18,12 +18,14 @@ DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to Mar
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default="smollm2", help="embedded name, local directory or .gguf file")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="text to run through the model")
-    parser.add_argument("--backend", default="hf", choices=interp.models.BACKENDS)
+    parser.add_argument("--backend", default="hf", help="hf, tl or nnsight (interp.models.BACKENDS)")
     parser.add_argument("--device", default="cpu")
 
 
 def attention_summary(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-head summaries of one layer's `[1, head, query, key]` pattern (no padding)."""
+    import torch  # lazy: start-up
+
     p = patterns[0]
     n = p.shape[-1]
     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean(-1)
@@ -33,6 +35,13 @@ def attention_summary(patterns: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: start-up
+    from rich.console import Console
+    from rich.table import Table
+
+    import interp
+    from interp.axes import head_label
+
     console = Console()
     with console.status(f"loading {args.model} ..."):
         model = interp.load(args.model, backend=args.backend, device=args.device)
@@ -55,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         s = attention_summary(rec.patterns[layer])
         best = int(s["previous_token"].argmax())
         heads.add_row(str(layer), f"{s['entropy'].mean():.2f}", f"{s['first_token'].mean():.2f}",
-                      f"H{best} ({s['previous_token'][best]:.2f})")
+                      f"{head_label(layer, best)} ({s['previous_token'][best]:.2f})")
     console.print(heads)
     return 0

@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import torch
 
+    # lazy: start-up
     import interp
     from interp.analyze.prune import PruneConfig, check_top_k, heldout_windows, prune_experiment
     from interp.analyze.retrieval import RetrievalScores, retrieval_scores

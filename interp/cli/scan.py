@@ -54,7 +54,10 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
 
 
 def run(args) -> int:
-    from interp.scan import available, scan
+    # lazy: start-up
+    from interp.report import export_figures
+    from interp.report.export import check_export
+    from interp.scan import available, run_scan
 
     if args.list:
         for name, help_text in available().items():
@@ -62,16 +65,12 @@ def run(args) -> int:
         return 0
     formats = [f.strip() for f in args.export.split(",") if f.strip()]
     if args.export:
-        from interp.report.export import check_export
-
         check_export(formats)  # before the scan, not after it
-    doc = scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
+    doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
                max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report)
     print(f"scan.json{'' if args.no_report else ' and report.html'} written to {args.out}/", file=sys.stderr)
     if args.export:
-        from interp.report import export_figures
-
         for path in export_figures(doc, f"{args.out}/figures", formats=formats):
             print(f"  {path}", file=sys.stderr)
     return 0

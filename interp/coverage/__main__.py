@@ -1,14 +1,9 @@
-"""`python -m interp.coverage`: run the sweep, write docs/coverage.md (see `interp.coverage`)."""
+"""`python -m interp.coverage`: run the sweep, print the table or write it to `--out` (see `interp.coverage`)."""
 
+from interp import coverage
 from interp.coverage.checks import Result
 from interp.coverage.sweep import causal_lm_types, sweep, table
 from interp.errors import InterpError
-
-
-def _doc() -> str:
-    import interp.coverage
-
-    return interp.coverage.__doc__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,13 +13,13 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="python -m interp.coverage", description=_doc(),
+    parser = argparse.ArgumentParser(prog="python -m interp.coverage", description=coverage.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("types", nargs="*", help="model types to check (default: every causal-LM type)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per model type (default 60)")
-    parser.add_argument("--out", help="write the Markdown table here (default: docs/coverage.md for a full "
-                                      "sweep, stdout for a few types)")
+    parser.add_argument("--out", help="write the Markdown table here (default: stdout); the published table is "
+                                      "docs/coverage.md")
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--from-json", help="re-render the table from a JSON file written by --json (no sweep)")
     args = parser.parse_args(argv)
@@ -40,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interp.coverage: error: {err}", file=sys.stderr)
             return 2
     text = table(results)
-    out = args.out or (None if args.types else str(Path(__file__).resolve().parents[2] / "docs" / "coverage.md"))
+    out = args.out
     if out:
         Path(out).write_text(text)
     else:

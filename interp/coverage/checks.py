@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+import interp
+from interp.capture.stats import Stats
 from interp.coverage.tiny import padded_batch, tiny_model
+from interp.errors import UnsupportedArchitectureError
+from interp.models.infer import calls_interface
+from interp.models.model import as_model
+
 
 @dataclass
 class Result:
@@ -57,10 +63,6 @@ def _stats_reference(p: torch.Tensor, real: torch.Tensor):
 
 def check(model_type: str) -> Result:
     """Build a tiny `model_type`, run the four checks; a `Result` with the first failure's reason."""
-    import interp
-    from interp.errors import UnsupportedArchitectureError
-    from interp.models.model import as_model
-
     try:
         model = tiny_model(model_type)
     except Exception as err:
@@ -148,8 +150,6 @@ def _keep_weights(store: dict, layer: int):
 
 def _unaddressed_attention(adapter) -> list[str]:
     """Self-attention modules inside the blocks that the adapter's (stack, layer) map does not know."""
-    from interp.models.infer import calls_interface
-
     known = set(adapter.attention_sites())
     out = []
     for i, block in enumerate(adapter.blocks()):
@@ -172,10 +172,6 @@ def _between(adapter, layer: int) -> str:
 
 
 def _stats_probe():
-    try:
-        from interp.capture.stats import Stats
-    except ImportError:  # the streaming statistics have not landed: check (d) is skipped
-        return None
     return Stats(spans=[(0, 1)], with_columns=True)
 
 

@@ -6,9 +6,11 @@
 
 import torch
 
+import interp  # noqa: F401  (imported before the workers fork, so each inherits it)
 from interp.coverage.checks import Result, _short, check
 from interp.coverage.tiny import HIDDEN, LAYERS
 from interp.errors import InterpError
+
 
 def causal_lm_types() -> dict[str, str]:
     """Every causal-LM model type of the installed transformers -> its model class name."""
@@ -69,8 +71,6 @@ def sweep(model_types: list[str] | None = None, *, jobs: int = 2, time_limit: fl
     from functools import partial
 
     from rich.progress import Progress
-
-    import interp  # noqa: F401  (imported once here, inherited by the forked workers)
 
     types = list(model_types or causal_lm_types())
     unknown = [t for t in types if t not in causal_lm_types()]
@@ -148,7 +148,7 @@ def table(results: list[Result]) -> str:
         "modeling file uses `ALL_ATTENTION_FUNCTIONS`. `skip`: no tiny model could be built here (the reason "
         "is transformers' own error) — these count as not passing.",
         "",
-        "Commands: `python -m interp.coverage` (this file, all types, 2 workers, 60 s per type); "
+        "Commands: `python -m interp.coverage --out docs/coverage.md` (this file, all types, 2 workers, 60 s per type); "
         "`python -m interp.coverage llama gemma2` (a few, to stdout); `pytest tests/test_coverage.py` (the "
         "sweep, failing with the model type named when a type that passes here stops passing).",
         "",

@@ -44,7 +44,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.axes import HeadOutput, Pattern
+from interp.axes import HeadOutput, Pattern, parse_head
 from interp.capture.budget import chunk_rows
 from interp.capture.call import AttentionCall
 from interp.capture.probe import Probe
@@ -319,17 +319,18 @@ class Calibration:
 
 
 def parse_heads(spec: str) -> list[tuple[int, int]]:
-    """`"12:3,14:0"` -> `[(12, 3), (14, 0)]`; `"12:*"` is every head of layer 12 (needs `n_heads`).
+    """`"12.3,14.0"` -> `[(12, 3), (14, 0)]` (head labels, see `interp.axes.parse_head`; `12:3` also reads).
 
-    >>> parse_heads("12:3, 14:0")
+    >>> parse_heads("12.3, 14:0")
     [(12, 3), (14, 0)]
     """
     heads = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        layer, sep, head = part.partition(":")
-        if not sep or not layer.strip().lstrip("-").isdigit() or not head.strip().lstrip("-").isdigit():
-            raise CalibrationError(f"cannot read head {part!r}; write heads as LAYER:HEAD pairs, e.g. '12:3,14:0'.")
-        heads.append((int(layer), int(head)))
+        try:
+            heads.append(parse_head(part))
+        except InterpError:
+            raise CalibrationError(f"cannot read head {part!r}; write heads as LAYER.HEAD labels, e.g. "
+                                   f"'12.3,14.0'.") from None
     return heads
 
 

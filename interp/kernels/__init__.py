@@ -49,7 +49,7 @@ def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_
         raise InterpError("the triton backend does not apply learned sinks; use backend='torch' or 'auto'.")
     if top_k:
         raise InterpError("the triton backend does not compute top_k; use backend='torch' or 'auto' for top-k.")
-    from interp.kernels.triton_stats import fused_stats
+    from interp.kernels.triton_stats import fused_stats  # lazy: optional dependency (triton)
 
     out, rows, cols = fused_stats(query, key, value, mask, scaling=scaling, is_causal=is_causal, softcap=softcap,
                                   spans=spans, columns=columns, block=tile_size(chunk))
@@ -147,7 +147,7 @@ def column_stats(
     """Per (batch, head, key): attention received from the queries that see the key, given row `lse`."""
     name = pick_backend(backend, query.device)
     if name == "triton":
-        from interp.kernels import triton_stats
+        from interp.kernels import triton_stats  # lazy: optional dependency (triton)
 
         return triton_stats.column_stats(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
                                          softcap=softcap, block=tile_size(chunk))

@@ -24,11 +24,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.axes import HeadOutput, Key, Query, Value
-from interp.capture.masks import additive_bias, visible_keys
 from interp.errors import InterpError
 from interp.kernels.results import ColumnStats, RowStats
 from interp.kernels.spans import Spans, span_bounds, span_indicator
 from interp.kernels.workspace import Workspace
+from interp.masks import additive_bias, visible_keys
 
 DEFAULT_TRANSIENT_BYTES = 256 * 2**20
 

@@ -19,20 +19,8 @@ import torch
 from torch import nn
 
 from interp.errors import UnsupportedArchitectureError, check_index
-
-
-@dataclass(frozen=True)
-class Stack:
-    """One attention stack: `blocks` is the module list; the other paths are relative to a block."""
-
-    blocks: str
-    attn: str
-    out_proj: str
-    mlp: str | None = "mlp"
-    causal: bool = True
-    out_proj_in_block: bool = False  # `out_proj` is relative to the block (BERT: attention.output.dense)
-    attn_layers: tuple[int, ...] | None = None  # hybrid models: the blocks that have attention (None = all)
-    z_transform: str | None = None  # an output gate / sub-norm between `z` and `out_proj` (its source line)
+from interp.models.infer import infer_stack, refusal
+from interp.models.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -197,8 +185,6 @@ def adapter_for(model: nn.Module) -> Adapter:
     cannot capture exactly: attention outside transformers' `AttentionInterface` (Falcon, Bloom,
     MPT, GPT-Neo, Mamba ...) or terms its attention function does not reproduce (learned sinks).
     """
-    from interp.models.infer import infer_stack, refusal
-
     config = model.config
     family_name = config.model_type
     reason = refusal(model)

@@ -39,6 +39,7 @@ from functools import lru_cache
 from torch import nn
 
 from interp.errors import UnsupportedArchitectureError
+from interp.models.stack import Stack
 
 _OUT_NAMES = ("o_proj", "out_proj", "dense", "c_proj", "wo", "o", "proj", "out", "output_proj", "attn_out")
 _NOT_OUT = ("query", "key", "value", "q_", "k_", "v_", "qkv", "c_attn", "gate", "in_proj", "lora", "norm")
@@ -50,7 +51,7 @@ _MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "mlp_bloc
 class Inferred:
     """What `infer_stack` found: a `Stack` and the head geometry."""
 
-    stack: "Stack"  # noqa: F821  (interp.models.adapters.Stack)
+    stack: Stack
     n_heads: int
     n_kv_heads: int
     head_dim: int
@@ -187,8 +188,6 @@ def _mlp(block: nn.Module) -> str | None:
 
 def infer_stack(model: nn.Module) -> Inferred:
     """Infer the decoder stack of a transformers causal LM (see the module docstring)."""
-    from interp.models.adapters import Stack
-
     root, prefix = _language_model(model)
     config = _text_config(model)
     path, blocks = _blocks(root, _first(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
@@ -228,8 +227,8 @@ def z_transform(attn: nn.Module, out_proj: str) -> str | None:
 def refusal(model: nn.Module) -> str | None:
     """Why `interp` cannot capture `model` exactly, or None when it can.
 
-    Learned attention sinks (gpt-oss `s_aux`) used to be refused; the attention function now applies
-    them exactly, so nothing is refused here at present.
+    The hook for attention terms the interface function cannot reproduce; learned attention sinks
+    (gpt-oss `s_aux`) are applied exactly, so nothing is refused here at present.
     """
     return None
 

@@ -35,7 +35,7 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".inde
 
 
 def _whisper_tiny_en(dtype, device):
-    from interp.models.whisper_ct2 import embedded
+    from interp.models.whisper_ct2 import embedded  # lazy: start-up
 
     return embedded(dtype=dtype, device=device)
 

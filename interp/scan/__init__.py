@@ -1,13 +1,16 @@
 """`interp scan`: every analysis of one model, resumable, into `scan.json` and `report.html`.
 
     >>> import interp.scan
-    >>> doc = interp.scan.scan("smollm2", analyses="heads", out="runs/smollm2")     # doctest: +SKIP
+    >>> doc = interp.scan.run_scan("smollm2", analyses="heads", out="runs/smollm2")  # doctest: +SKIP
     >>> sorted(interp.scan.available())                                          # doctest: +SKIP
     ['binding', 'heads', 'retrieval', 'saliency', 'sinks']
+
+`interp.scan` is this package; the function that runs a scan is `run_scan` (also `interp.run_scan`).
 
 Add an analysis with `@interp.scan.register(name, ConfigDataclass, help)` (see `registry.py`).
 """
 
+from interp.scan import analyses as _builtin  # noqa: F401  (registers the built-in analyses)
 from interp.scan.registry import (
     ANALYSES,
     Analysis,
@@ -17,15 +20,13 @@ from interp.scan.registry import (
     UnknownAnalysisError,
     register,
 )
-from interp.scan.runner import ScanExistsError, load_scan, scan
+from interp.scan.runner import ScanExistsError, load_scan, run_scan
 from interp.scan.schema import SCHEMA_VERSION
 from interp.scan.store import ScanFileError
 
 
 def available() -> dict[str, str]:
     """Registered analyses -> their one-line help."""
-    import interp.scan.analyses  # noqa: F401
-
     return {name: a.help for name, a in ANALYSES.items()}
 
 
@@ -42,5 +43,5 @@ __all__ = [
     "available",
     "load_scan",
     "register",
-    "scan",
+    "run_scan",
 ]

@@ -50,6 +50,7 @@ def heads(model, config: _heads.HeadsConfig, ctx: Context) -> AnalysisResult:
 def _chunk_rows(ctx: Context, model, ids, default: int) -> int:
     if ctx.max_memory is None:
         return default
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.capture.budget import chunk_rows
 
     n = chunk_rows(ctx.max_memory, batch=ids.shape[0], heads=model.adapter.n_heads, k_len=ids.shape[1])
@@ -77,6 +78,7 @@ class SinksScan:
 def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
     import torch
 
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.sinks import HiddenSink, SinkConfig, SinkReport, find_sinks, passages
 
     prompts = passages(config.n_prompts, words=config.words, seed=config.seed)
@@ -130,6 +132,7 @@ class RetrievalScan:
 def _retrieval_available():
     from pathlib import Path
 
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.tasks import niah
 
     return None if Path(niah.DEFAULT_HAYSTACK).exists() else f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
@@ -140,6 +143,7 @@ def _retrieval_available():
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.decoding import PrefixCache
     from interp.analyze.retrieval import TrialResult, prefix_order, run_trials, scores_from_results
     from interp.tasks.niah import NEEDLES, NiahConfig, build_trials
@@ -186,6 +190,7 @@ class SaliencyScan:
 def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
     import torch
 
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.agreement import pearson, spearman
     from interp.analyze.saliency import SaliencyConfig, explain_text
 
@@ -229,6 +234,7 @@ class BindingScan:
 @register("binding", BindingScan, "binding mechanisms: positional / lexical / reflexive share of residual patching "
           "per layer (per-layer, not per-head)")
 def binding(model, config: BindingScan, ctx: Context) -> AnalysisResult:
+    # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.binding import LABELS, BindingConfig, analyze_binding
 
     def compute():

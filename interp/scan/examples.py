@@ -12,8 +12,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-import interp
 from interp.analyze.heads import DEFAULT_TEXT
+from interp.axes import head_label
+from interp.capture import capture
 
 EXAMPLE_PROMPT = " ".join(DEFAULT_TEXT.split()[:14])
 
@@ -61,7 +62,7 @@ def pattern_examples(model, heads: list[tuple[int, int]], *, prompt: str = EXAMP
     layers = sorted({layer for layer, _ in heads})
     if not layers:
         return {"prompt": text, "tokens": [], "heads": {}}
-    with interp.capture(model, patterns=layers) as rec:
+    with capture(model, patterns=layers) as rec:
         if model.backend == "tl":
             model.bridge(batch["input_ids"])
         else:
@@ -71,6 +72,6 @@ def pattern_examples(model, heads: list[tuple[int, int]], *, prompt: str = EXAMP
     out = {}
     for layer, head in heads:
         small, rows, cols = downsample(rec.patterns[layer][0, head].float().cpu(), max_side)
-        out[f"{layer}.{head}"] = {"pattern": [[round(x, 5) for x in r] for r in small.tolist()],
+        out[head_label(layer, head)] = {"pattern": [[round(x, 5) for x in r] for r in small.tolist()],
                                   "rows": rows, "cols": cols}
     return {"prompt": text, "tokens": tokens, "heads": out}

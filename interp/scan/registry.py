@@ -138,8 +138,6 @@ def register(name: str, config: type, help: str, available: Callable[[], str | N
 
 def resolve(names: str | list[str] | None) -> list[Analysis]:
     """Analyses by name ("heads,sinks" or a list; None: every registered one that is usable)."""
-    import interp.scan.analyses  # noqa: F401  (registers the built-in analyses)
-
     if names is None:
         return [ANALYSES[n] for n in _ordered() if ANALYSES[n].available() is None]
     if isinstance(names, str):

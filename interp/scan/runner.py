@@ -1,7 +1,7 @@
-"""`interp.scan`: one loaded model through every selected analysis, to `scan.json` + `report.html`.
+"""`interp.run_scan`: one loaded model through every selected analysis, to `scan.json` + `report.html`.
 
     >>> import interp
-    >>> doc = interp.scan("smollm2", analyses="heads", out="runs/smollm2")          # doctest: +SKIP
+    >>> doc = interp.run_scan("smollm2", analyses="heads", out="runs/smollm2")          # doctest: +SKIP
     >>> doc["analyses"]["heads"]["metrics"]["induction"]["scores"][5][3]            # doctest: +SKIP
 
 Crash safety: `scan.json` is rewritten atomically after every analysis, finished units of the
@@ -20,8 +20,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from interp.capture.budget import parse_bytes
 from interp.errors import InterpError
+from interp.models.load import load
+from interp.models.model import Model
+from interp.report import render_html
 from interp.scan import schema
+from interp.scan.examples import pattern_examples, pick_heads
 from interp.scan.registry import Context, resolve
 from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_write_text, read_json
 
@@ -56,7 +61,7 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(out / "parts", ignore_errors=True)
 
 
-def scan(
+def run_scan(
     model="smollm2",
     *,
     analyses: str | list[str] | None = None,
@@ -76,8 +81,6 @@ def scan(
     analyses: names or "a,b" (None: every usable registered analysis; on resume: the earlier run's).
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
     """
-    from interp.capture.budget import parse_bytes
-
     out = Path(out)
     # every setting is checked before anything touches the disk
     budget = parse_bytes(max_memory) if max_memory is not None else None
@@ -130,8 +133,6 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
           examples) -> dict:
     import torch
 
-    from interp.models.model import Model
-
     doc_path = out / "scan.json"
     previous = schema.validate(read_json(doc_path, "scan file"), str(doc_path)) if resume and doc_path.exists() \
         else None
@@ -146,8 +147,6 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if previous is not None and config is None:  # resume with the earlier run's settings
         configs = {a.name: a.make_config(previous["settings"]["config"].get(a.name)) for a in chosen}
     if not isinstance(model, Model):
-        from interp.models.load import load
-
         model = load(model, device=device, dtype=_dtype(dtype))
     settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
                           "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
@@ -177,16 +176,12 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             atomic_write_json(doc_path, doc)
             _merge_timings(out / "timings.json", timings)
     if examples:
-        from interp.scan.examples import pattern_examples, pick_heads
-
         doc["examples"] = Parts(out, "examples").cached(
             "patterns", lambda: pattern_examples(model, pick_heads(doc)))
     doc["status"] = "complete"
     atomic_write_json(doc_path, doc)
     _merge_timings(out / "timings.json", timings)
     if report:
-        from interp.report import render_html
-
         atomic_write_text(out / "report.html", render_html(doc))
     return doc
 

@@ -24,6 +24,7 @@ import hashlib
 import torch
 
 from interp.scan.store import ScanFileError
+from interp.version import __version__
 
 SCHEMA = "interp.scan"
 SCHEMA_VERSION = 1
@@ -49,8 +50,6 @@ def model_identity(model) -> dict:
 
 
 def new_document(model: dict, settings: dict) -> dict:
-    from interp import __version__
-
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "interp_version": __version__,
             "status": "running", "model": model, "settings": settings, "analyses": {}, "examples": None}
 

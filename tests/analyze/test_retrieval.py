@@ -84,7 +84,7 @@ def test_scores_summary_and_official_json_roundtrip(tmp_path):
     assert [(l, h) for l, h, _ in s.top(2)] == [(2, 1), (0, 0)]
     s.save(tmp_path / "scores.json")
     data = json.loads((tmp_path / "scores.json").read_text())
-    assert set(data) == {f"{l}-{h}" for l in range(3) for h in range(2)} and data["2-1"] == [
+    assert set(data) == {f"{l}.{h}" for l in range(3) for h in range(2)} and data["2.1"] == [
         0.5,
         0.25,
         0.0,
@@ -92,6 +92,9 @@ def test_scores_summary_and_official_json_roundtrip(tmp_path):
     ]
     back = RetrievalScores.from_json(tmp_path / "scores.json")
     torch.testing.assert_close(back.per_trial, per_trial)
+    s.save(tmp_path / "official.json", official=True)  # the paper's code spells keys "L-H"; both read back
+    assert "2-1" in json.loads((tmp_path / "official.json").read_text())
+    torch.testing.assert_close(RetrievalScores.from_json(tmp_path / "official.json").per_trial, per_trial)
     fig = s.figure()
     assert fig.data[0].type == "heatmap" and len(fig.data[0].z) == 3
 
@@ -103,7 +106,7 @@ def test_bad_input(tmp_path, tiny):
         s.top(7)
     with pytest.raises(InterpError, match="does not exist"):
         RetrievalScores.from_json(tmp_path / "nope.json")
-    with pytest.raises(InterpError, match="layer-head"):
+    with pytest.raises(InterpError, match="head labels .L.H."):
         RetrievalScores.from_json({"layer3": [0.1]})
     with pytest.raises(InterpError, match="different lengths"):
         RetrievalScores.from_json({"0-0": [0.1], "0-1": [0.1, 0.2]})

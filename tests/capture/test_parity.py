@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny import DECODER_ONLY, eager_twin, padded_batch, tiny_model, tiny_t5, tiny_whisper
 
 import interp
 from interp import Patterns
-from interp.capture.masks import visible_keys
-from tiny import DECODER_ONLY, eager_twin, padded_batch, tiny_model, tiny_t5, tiny_whisper
+from interp.masks import visible_keys
 
 pytestmark = pytest.mark.fast
 ATOL = 1e-5

@@ -235,6 +235,6 @@ def test_bad_files_and_head_specs(tmp_path):
     (tmp_path / "x.json").write_text('{"foo": 1}')
     with pytest.raises(CalibrationError, match="not a calibration file"):
         Calibration.load(tmp_path / "x.json")
-    assert parse_heads("3:1, 4:0") == [(3, 1), (4, 0)]
-    with pytest.raises(CalibrationError, match="LAYER:HEAD"):
-        parse_heads("3-1")
+    assert parse_heads("3.1, 4:0, 5-2") == [(3, 1), (4, 0), (5, 2)]
+    with pytest.raises(CalibrationError, match="LAYER.HEAD"):
+        parse_heads("3/1")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import interp
-from interp.scan import scan
+from interp.scan import run_scan
 
 TINY = {
     "sinks": {"n_prompts": 4, "words": 30, "length": 16, "batch_size": 2},
@@ -17,7 +17,7 @@ TINY = {
 @pytest.mark.fast
 @pytest.mark.parametrize("name", list(TINY))
 def test_analysis_yields_per_layer_maps(name, tiny_dir, tmp_path):
-    doc = scan(str(tiny_dir), analyses=name, out=tmp_path, config={name: TINY[name]}, progress=False,
+    doc = run_scan(str(tiny_dir), analyses=name, out=tmp_path, config={name: TINY[name]}, progress=False,
                examples=False, report=False)
     result = doc["analyses"][name]
     assert result["primary"] in result["metrics"]
@@ -32,7 +32,7 @@ def test_sinks_adapter_matches_the_analyzer(tiny_dir, tmp_path):
     from interp.analyze.sinks import SinkConfig, find_sinks, passages
 
     cfg = TINY["sinks"]
-    doc = scan(str(tiny_dir), analyses="sinks", out=tmp_path, config={"sinks": cfg}, progress=False,
+    doc = run_scan(str(tiny_dir), analyses="sinks", out=tmp_path, config={"sinks": cfg}, progress=False,
                examples=False, report=False)
     prompts = passages(cfg["n_prompts"], words=cfg["words"], seed=0)
     direct = find_sinks(interp.load(str(tiny_dir)), prompts, SinkConfig(epsilons=(0.3,), length=cfg["length"],

@@ -25,3 +25,13 @@ def test_unknown_setting_is_a_clear_error():
     with pytest.raises(InterpError, match="has no setting n_randmo"):
         ANALYSES["heads"].make_config({"n_randmo": 3})
     assert ANALYSES["heads"].make_config({"n_random": 3}).n_random == 3
+
+
+@pytest.mark.fast
+def test_interp_scan_is_the_package_and_run_scan_the_function():
+    import interp
+    import interp.scan
+
+    assert {"heads", "sinks", "retrieval", "saliency", "binding"} <= set(interp.scan.available())
+    assert callable(interp.run_scan) and interp.run_scan is interp.scan.run_scan
+    assert interp.scan.__name__ == "interp.scan"

@@ -14,14 +14,14 @@ import interp
 from interp.analyze.heads import HeadsConfig, detect_heads
 from interp.cli import main
 from interp.errors import ModelNotFoundError
-from interp.scan import ScanExistsError, ScanFileError, load_scan, scan
+from interp.scan import ScanExistsError, ScanFileError, load_scan, run_scan
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _scan(model, out, **kw):
     kw.setdefault("config", SMALL)
-    return scan(str(model), analyses="heads", out=out, progress=False, **kw)
+    return run_scan(str(model), analyses="heads", out=out, progress=False, **kw)
 
 
 @pytest.mark.fast
@@ -48,12 +48,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_dir, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        scan(str(tiny_dir), analyses="heads", out=tmp_path / "cut", config=SMALL, progress=stop_after_two)
+        run_scan(str(tiny_dir), analyses="heads", out=tmp_path / "cut", config=SMALL, progress=stop_after_two)
     assert load_scan(tmp_path / "cut")["status"] == "running"
     assert len(list((tmp_path / "cut" / "parts" / "heads").glob("*.json"))) == 2
     with pytest.raises(ScanExistsError):  # never replaced without asking
         _scan(tiny_dir, tmp_path / "cut")
-    scan(str(tiny_dir), out=tmp_path / "cut", resume=True, progress=False)  # settings come from scan.json
+    run_scan(str(tiny_dir), out=tmp_path / "cut", resume=True, progress=False)  # settings come from scan.json
     assert (tmp_path / "cut" / "scan.json").read_bytes() == (tmp_path / "whole" / "scan.json").read_bytes()
 
 
@@ -109,5 +109,5 @@ def test_resume_refuses_other_settings(tiny_dir, tmp_path):
 @pytest.mark.fast
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        scan(str(tmp_path / "nope"), analyses="heads", out=tmp_path / "o", progress=False)
+        run_scan(str(tmp_path / "nope"), analyses="heads", out=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()

@@ -1,6 +1,6 @@
 """Which keys each query may see, from whatever mask transformers hands the attention function.
 
-transformers builds the mask through `AttentionMaskInterface`; we register the SDPA builder, so an
+transformers builds the mask through `AttentionMaskInterface`; `interp` registers the SDPA builder, so an
 attention function receives one of:
 
 - `None`: no padding. Causal modules with more than one query use upper-left alignment, like SDPA's
