@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-from rich.progress import track
 
 from interp.errors import InterpError
+from interp.progress import track
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,7 +54,7 @@ def map_batches(
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     rank, world = rank_and_world()
     mine = range(rank, len(batches), world)
-    steps = track(mine, description=f"rank {rank}/{world}") if progress and rank == 0 else mine
+    steps = track(mine, f"rank {rank}/{world}", enabled=progress and rank == 0)
     local = {i: _to_cpu(fn(batches[i])) for i in steps}
     if world == 1:
         return [local[i] for i in range(len(batches))]

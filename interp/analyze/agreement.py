@@ -28,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.axes import parse_head
+from interp.bootstrap import mean_ci
 from interp.errors import InterpError, check_index
 
 Map = Float[Tensor, "step key"]
@@ -103,13 +104,10 @@ def bootstrap(
 ) -> Estimate:
     """Mean of `values` with a percentile bootstrap CI (resampling rows with replacement)."""
     v = values.double().flatten()
-    n = v.numel()
-    if n == 0:
+    if v.numel() == 0:
         raise InterpError("No rows to average: generate at least one token before measuring agreement.")
-    g = torch.Generator().manual_seed(seed)
-    means = v[torch.randint(0, n, (n_boot, n), generator=g)].mean(-1)
-    lo, hi = torch.quantile(means, torch.tensor([(1 - ci) / 2, (1 + ci) / 2], dtype=torch.float64)).tolist()
-    return Estimate(float(round(v.mean().item(), 6)), lo, hi, n)
+    lo, hi = mean_ci(v, n_boot=n_boot, level=ci, seed=seed)
+    return Estimate(float(round(v.mean().item(), 6)), lo, hi, v.numel())
 
 
 @dataclass

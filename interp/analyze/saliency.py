@@ -42,6 +42,7 @@ from interp.analyze.agreement import SaliencyReport
 from interp.capture import Patterns, capture
 from interp.errors import InterpError
 from interp.models.model import as_model
+from interp.progress import track
 from interp.tasks.speech import SAMPLE_RATE, check_waveform, resample
 
 SPEECH_HOP = 160  # samples per log-mel frame (Whisper)
@@ -155,7 +156,7 @@ def _gradient_method(cls_name: str):
         method = getattr(ca, cls_name)(target.forward)
         chunk = cfg.internal_batch_size or target.n_steps
         out = []
-        for start in _progress(range(0, target.n_steps, chunk), cfg, f"{cfg.method}"):
+        for start in track(range(0, target.n_steps, chunk), cfg.method, enabled=cfg.show_progress):
             rows = torch.arange(start, min(start + chunk, target.n_steps), device=target.inputs.device)
             x = target.inputs.expand(len(rows), *target.inputs.shape[1:]).clone()
             kw = {"additional_forward_args": (rows,)}
@@ -223,14 +224,6 @@ def _frozen(module: torch.nn.Module | None):
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def _progress(it, cfg: SaliencyConfig, label: str):
-    if not cfg.show_progress:
-        return it
-    from rich.progress import track
-
-    return track(it, description=label)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -19,19 +19,19 @@ every layer are never built.
 """
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from jaxtyping import Float, Int
-from rich.progress import track
 from torch import Tensor
 
 from interp.capture.session import capture
 from interp.capture.stats import Stats
 from interp.errors import InterpError
 from interp.models.model import as_model
+from interp.progress import track
 from interp.resources import data_path
 
 DEFAULT_TEXT = data_path("text")
@@ -173,7 +173,7 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
     layers = ([model.adapter.check_layer(layer) for layer in config.layers] if config.layers
               else list(range(model.adapter.n_layers())))
     firsts, counts, hidden, lengths, seen = [], [], [], [], 0
-    for chunk in track(batches, description="sinks", disable=not progress, transient=True):
+    for chunk in track(batches, "sinks", enabled=progress):
         if isinstance(chunk, tuple):
             ids, mask = chunk
         else:

@@ -14,6 +14,7 @@ integers.
 """
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ from interp.capture import AttentionCall, Probe, capture
 from interp.capture.context import enclosing_editors
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
+from interp.progress import bar as progress_bar
 from interp.tasks.niah import Trial, batches, rouge1_recall
 
 RECALL_THRESHOLD = 0.5  # the official code counts trials with ROUGE-1 recall > 50
@@ -281,26 +283,12 @@ def _valid_steps(new: Tensor, eos: set[int]) -> Int[Tensor, " batch"]:
     return first
 
 
-class _progress:
-    """A rich progress bar over trials (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool | str, total: int):
-        self.enabled, self.total = enabled, total
-        self.label = enabled if isinstance(enabled, str) else "trials"
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=False)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
+@contextmanager
+def _progress(enabled: bool | str, total: int):
+    """`advance(n)` for a bar over trials (`enabled` may be the bar's label); a no-op when disabled."""
+    with progress_bar(enabled=bool(enabled)) as display:
+        task = display.add_task(enabled if isinstance(enabled, str) else "trials", total=total)
+        yield lambda n: display.advance(task, n)
 
 
 __all__ = ["RECALL_THRESHOLD", "DecodeArgmax", "TrialResult", "copy_hits", "prefix_order", "run_trials"]

@@ -10,6 +10,7 @@ import interp  # noqa: F401  (imported before the workers fork, so each inherits
 from interp.coverage.checks import Result, _short, check
 from interp.coverage.tiny import HIDDEN, LAYERS
 from interp.errors import InterpError
+from interp.progress import bar as progress_bar
 
 
 def causal_lm_types() -> dict[str, str]:
@@ -70,15 +71,13 @@ def sweep(model_types: list[str] | None = None, *, jobs: int = 2, time_limit: fl
     import multiprocessing as mp
     from functools import partial
 
-    from rich.progress import Progress
-
     types = list(model_types or causal_lm_types())
     unknown = [t for t in types if t not in causal_lm_types()]
     if unknown:
         raise InterpError(f"not causal-LM model types of transformers here: {', '.join(unknown)}. Choose from "
                           f"interp.coverage.causal_lm_types() (e.g. llama, gpt2, qwen3_next).")
     results = []
-    with Progress(disable=not progress, transient=True) as bar, \
+    with progress_bar(enabled=progress, transient=True) as bar, \
             mp.get_context("fork").Pool(jobs, maxtasksperchild=16) as pool:
         task = bar.add_task("coverage sweep", total=len(types))
         for result in pool.imap_unordered(partial(run_one, time_limit=time_limit), types):

@@ -21,12 +21,11 @@ Candidates skip the first two and the last layer by default, as the official cod
     [(3, 1), (4, 0)]
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
-
-from rich.progress import Progress
 
 from interp.errors import InterpError
+from interp.progress import bar as progress_bar
 
 Head = tuple[int, int]
 Score = tuple[float, ...]
@@ -80,7 +79,7 @@ def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads
     if config.budget < 2 or config.max_heads < 1:
         raise InterpError("a head search needs budget >= 2 evaluations and max_heads >= 1.")
     result = SearchResult([], (), ())
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task("head search", total=config.budget)
 
         def run(heads: list[Head], stage: str) -> Score:

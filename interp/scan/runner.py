@@ -24,6 +24,7 @@ from interp.capture.budget import parse_bytes
 from interp.errors import InterpError
 from interp.models.load import load
 from interp.models.model import Model
+from interp.progress import bar as progress_bar
 from interp.report import render_html
 from interp.scan import schema
 from interp.scan.examples import pattern_examples, pick_heads
@@ -245,10 +246,7 @@ class _display:
             return self.progress
         if not self.progress:
             return lambda name, done, total: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("[bold]{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), transient=False)
+        self.bar = progress_bar()
         self.bar.__enter__()
         self.tasks = {n: self.bar.add_task(n, total=None) for n in self.names}
         return lambda name, done, total: self.bar.update(self.tasks[name], completed=done, total=total)

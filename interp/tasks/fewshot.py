@@ -25,17 +25,18 @@ here: a seeded half of it serves as the training pool, the other half as the tes
 
 import csv
 import random
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float
-from rich.progress import track
 from torch import Tensor
 
+from interp.bootstrap import mean_ci
 from interp.errors import InterpError
+from interp.progress import track
 from interp.resources import data_path
 
 DEFAULT_DATA = data_path("fewshot")
@@ -189,7 +190,7 @@ def label_logprobs(model, prompts: Sequence[str], label_ids: Sequence[int], *, b
     ids = torch.tensor(list(label_ids))
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     out = []
-    for chunk in track(batches, description=description, disable=not progress, transient=True):
+    for chunk in track(batches, description, enabled=progress):
         batch = model.encode(list(chunk))
         logits = model.hf(**batch).logits[:, -1].float()
         out.append(torch.log_softmax(logits, -1)[:, ids.to(logits.device)].cpu())
@@ -223,18 +224,8 @@ class Scores:
 
 def bootstrap_ci(values: Float[Tensor, " example"], *, n_boot: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampling examples with replacement).
-
-    >>> lo, hi = bootstrap_ci(torch.tensor([1.0, 0.0] * 50))
-    >>> 0.39 < lo < 0.5 < hi < 0.61
-    True
-    """
-    g = torch.Generator().manual_seed(seed)
-    n = len(values)
-    idx = torch.randint(0, n, (n_boot, n), generator=g)
-    means = values.float()[idx].mean(1)
-    tail = (1 - level) / 2
-    return torch.quantile(means, tail).item(), torch.quantile(means, 1 - tail).item()
+    """Percentile bootstrap interval of the mean accuracy (`interp.bootstrap.mean_ci`)."""
+    return mean_ci(values.float(), n_boot=n_boot, level=level, seed=seed)
 
 
 def evaluate(model, task: Task, demos: Sequence[Example], examples: Sequence[Example], *, batch_size: int = 8,
