@@ -127,7 +127,9 @@ def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
                                            f"(ACT)", threshold=0.5),
     }
     summary = {f"Sink1^{config.eps}": report.sink_rate(config.eps), "hidden_rate": report.hidden_rate(),
-               "top_hidden_tokens": report.token_table(8)}
+               "top_hidden_tokens": report.token_table(8),
+               "per_prompt": {"sink_rate": (report.first > config.eps).float().mean((1, 2)).tolist(),
+                              "hidden_rate": (report.n_hidden > 0).float().mean((1, 2)).tolist()}}
     return AnalysisResult(metrics, primary="first_token_alpha", summary=summary)
 
 
@@ -181,7 +183,8 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     metric = Metric(scores.mean.tolist(), role="retrieval head", threshold=config.threshold,
                     description="mean copy score over recalled NIAH trials (Wu et al. 2024)")
     summary = {"trials": scores.n_trials, "recalled": len(scores.trial_ids),
-               f"fraction_over_{config.threshold}": scores.fraction_over(config.threshold)}
+               f"fraction_over_{config.threshold}": scores.fraction_over(config.threshold),
+               "per_trial": {"id": [r.id for r in results], "recall": [r.recall for r in results]}}
     return AnalysisResult({"retrieval": metric}, primary="retrieval", summary=summary)
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from interp.errors import InterpError
+from interp.intervene.calibrate import Calibration
 from interp.scan import schema
 from interp.scan.registry import Context, resolve
 from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_write_text, read_json
@@ -67,23 +68,28 @@ def scan(
     progress: bool | ProgressFn = True,
     report: bool = True,
     examples: bool = True,
+    calibration=None,
 ) -> dict:
     """Run analyses on `model` (an `interp.Model` or a reference for `interp.load`); return the scan document.
 
     analyses: names or "a,b" (None: every usable registered analysis; on resume: the earlier run's).
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
+    calibration: an `interp.Calibration` or the path of a `calibration.json` (`interp calibrate`): every
+    analysis then runs on the calibrated model, and `settings["calibration"]` records it.
     """
     from interp.capture.budget import parse_bytes
 
     out = Path(out)
     budget = parse_bytes(max_memory) if max_memory is not None else None
+    if calibration is not None and not isinstance(calibration, Calibration):
+        calibration = Calibration.load(calibration)  # a bad file fails before anything touches the disk
     if analyses is not None:
         resolve(analyses)  # bad names fail before anything touches the disk
     created = not out.exists()
     prepare_out(out, resume=resume, overwrite=overwrite)
     try:
         return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget, progress, report,
-                     examples)
+                     examples, calibration)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # leave no empty folder behind a scan that never started
@@ -91,7 +97,7 @@ def scan(
 
 
 def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
-          examples) -> dict:
+          examples, calibration) -> dict:
     import torch
 
     from interp.models.model import Model
@@ -116,6 +122,9 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
                           "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
                           "max_memory": max_memory, "config": {n: asdict(c) for n, c in configs.items()}})
+    if calibration is not None:
+        calibration.check(model)
+        settings["calibration"] = _jsonable(calibration.to_json())
     identity = schema.model_identity(model)
     if previous is not None:
         _check_same_run(previous, identity, settings, doc_path)
@@ -132,7 +141,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
                 continue
             start, cpu = time.perf_counter(), time.process_time()
             ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget)
-            with torch.no_grad():
+            with torch.no_grad(), _calibrated(model, calibration):
                 result = analysis.run(model, configs[analysis.name], ctx)
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
             timings[analysis.name] = {"wall_s": round(time.perf_counter() - start, 2),
@@ -140,10 +149,11 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             atomic_write_json(doc_path, doc)
             _merge_timings(out / "timings.json", timings)
     if examples:
-        from interp.scan.examples import pattern_examples, pick_heads
+        from interp.scan.examples import all_heads, pattern_examples
 
-        doc["examples"] = Parts(out, "examples").cached(
-            "patterns", lambda: pattern_examples(model, pick_heads(doc)))
+        with _calibrated(model, calibration):
+            doc["examples"] = Parts(out, "examples").cached("patterns",
+                                                            lambda: pattern_examples(model, all_heads(doc)))
     doc["status"] = "complete"
     atomic_write_json(doc_path, doc)
     _merge_timings(out / "timings.json", timings)
@@ -172,6 +182,15 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
         diff = [k for k in settings if previous["settings"].get(k) != settings.get(k)]
         raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
                             f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
+
+
+def _calibrated(model, calibration):
+    """`interp.calibrate(model, calibration)`, or nothing when there is no calibration."""
+    from contextlib import nullcontext
+
+    from interp.intervene.calibrate import calibrate
+
+    return nullcontext() if calibration is None else calibrate(model, calibration)
 
 
 def _jsonable(obj):
