@@ -5,6 +5,7 @@ names to modules so `interp --help` stays fast (modules import on use).
 
     interp info [MODEL]            model summary and a captured-attention summary
     interp scan [MODEL]            all analyzers -> scan.json + report.html
+    interp compare A B             two scans of one architecture -> per-head differences
     interp prune MODEL             retrieval heads vs random heads, ablated
     interp calibrate MODEL         ACT-style attention calibration on few-shot tasks
     interp binding MODEL           positional / lexical / reflexive binding mechanisms
@@ -20,6 +21,7 @@ from interp.errors import InterpError
 COMMANDS: dict[str, str] = {
     "info": "interp.cli.info",
     "scan": "interp.cli.scan",
+    "compare": "interp.cli.compare",
     "prune": "interp.cli.prune",
     "calibrate": "interp.cli.calibrate",
     "binding": "interp.cli.binding",

@@ -7,13 +7,12 @@
 Roles: a head takes a metric's `role` when its score is above the metric's `threshold` (the
 thresholds are the analyses' settings, listed in docs/report.md); metrics without a threshold
 (entropy, mean distance, binding layer effect) give no role. Per-layer analyses (binding) enter as
-one derived column repeated over the layer's heads.
+one derived column repeated over the layer's heads (the binding layer effect: total-variation
+distance between the mechanism shares with that layer patched and unpatched).
 """
 
 import math
 from dataclasses import dataclass, field
-
-BINDING_MECHANISMS = ("positional", "lexical", "reflexive")
 
 
 @dataclass
@@ -56,7 +55,9 @@ def atlas(doc: dict) -> Atlas:
         for key, m in result["metrics"].items():
             if m.get("columns"):
                 if name == "binding":
-                    columns.append(_binding_column(name, key, m, n_heads))
+                    unpatched = (result.get("summary") or {}).get("unpatched_shares") or {}
+                    base = next(iter(unpatched.values()), None) if unpatched else None
+                    columns.append(_binding_column(name, key, m, n_heads, base))
                 continue
             flat = [float(s) for row in m["scores"] for s in row]
             if len(flat) != len(labels):
@@ -73,13 +74,14 @@ def atlas(doc: dict) -> Atlas:
     return Atlas(labels, columns, roles)
 
 
-def _binding_column(name: str, key: str, m: dict, n_heads: int) -> Column:
-    idx = [m["columns"].index(k) for k in BINDING_MECHANISMS if k in m["columns"]]
-    per_layer = [sum(row[i] for i in idx) for row in m["scores"]]
+def _binding_column(name: str, key: str, m: dict, n_heads: int, unpatched: dict | None) -> Column:
+    """Per layer: total-variation distance between the mechanism shares with the layer patched and unpatched."""
+    base = [float((unpatched or {}).get(c, 0.0)) for c in m["columns"]]
+    per_layer = [0.5 * sum(abs(x - y) for x, y in zip(row, base)) for row in m["scores"]]
     return Column(f"{name}.layer_effect", name, "binding_layer_effect", "binding layer",
-                  "share of patched predictions that followed a binding mechanism (positional + lexical + "
-                  "reflexive) when this head's layer was patched; the same for every head of the layer",
-                  None, [s for s in per_layer for _ in range(n_heads)])
+                  "how much patching this head's layer moves the binding-mechanism shares (total-variation distance "
+                  "from the unpatched shares); the same for every head of the layer", None,
+                  [s for s in per_layer for _ in range(n_heads)])
 
 
 def spearman_matrix(a: Atlas) -> list[list[float | None]]:

@@ -66,8 +66,8 @@ def _meta_table(doc: dict) -> str:
             ("status", doc["status"]), ("interp", f"{doc['interp_version']} (scan schema v{doc['schema_version']})")]
     cal = s.get("calibration")
     if cal:
-        rows.insert(5, ("calibration", f"ACT, beta {cal['beta']}, tau {cal['tau']}, heads "
-                                       f"{', '.join(f'{a}:{b}' for a, b in cal['heads'])}"))
+        heads = ", ".join(f"{a}:{b}" for a, b in cal["heads"])
+        rows.insert(5, ("calibration", f"ACT, beta {cal['beta']}, tau {cal['tau']}, heads {heads}"))
     body = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
     settings = _esc(json.dumps(s["config"], indent=1))
     return (f"<table class='meta'>{body}</table><details><summary class='note'>analysis settings</summary>"

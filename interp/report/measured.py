@@ -80,17 +80,16 @@ def measured(name: str, result: dict, config: dict | None) -> list[str]:
         lines.append(f"{s.get('generated_tokens')} generated tokens; correlations averaged over them "
                      f"(no interval: {len(prompts)} prompts)")
     elif name == "binding":
-        n_prompts = (c.get("accuracy_per_position") or 0) * (c.get("n") or 0)
         lines.append(f"settings: n = {c.get('n')} groups, template {c.get('template')!r}, {c.get('per_position')} "
                      f"counterfactual prompts per position")
-        acc = s.get("accuracy")
-        if isinstance(acc, dict):
-            acc = next(iter(acc.values()), None)
-        if isinstance(acc, (int, float)) and n_prompts:
-            k = round(acc * n_prompts)
-            lo, hi = wilson(k, n_prompts)
-            lines.append(f"accuracy {k}/{n_prompts} prompts ({_pct(acc)}, 95% CI {_pct(lo)}-{_pct(hi)}, Wilson; "
-                         f"chance {_pct(1 / c['n'])}); read layer {s.get('read_layer')}")
+        acc = s.get("accuracy") or {}
+        key = str(c.get("n"))
+        rate, count = (acc.get("by_n") or {}).get(key), (acc.get("counts") or {}).get(key)
+        if rate is not None and count:
+            k = round(rate * count)
+            lo, hi = wilson(k, count)
+            lines.append(f"accuracy {k}/{count} prompts ({_pct(rate)}, 95% CI {_pct(lo)}-{_pct(hi)}, Wilson; "
+                         f"chance {_pct(1 / c['n'])}); binding read at layer {s.get('read_layer')}")
     else:
         lines.append(f"settings: {c}")
     return lines

@@ -155,7 +155,7 @@ def _retrieval_available():
 
 
 @register("retrieval", RetrievalScan, "retrieval heads: copy-paste attention during needle-in-a-haystack decoding "
-          "(Wu et al. 2024)", _retrieval_available)
+          "(Wu et al. 2024)", _retrieval_available, own_calibration=True)
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
@@ -171,7 +171,9 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     for i, group in enumerate(groups):
         def compute(group=group):
             out = []
-            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix,
+            # a calibration goes inside each generate call (run_trials then decodes left-padded batches)
+            edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
+            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix, edits=edits,
                                     max_new_tokens=config.max_new_tokens, score=True, progress=False):
                 out += [r.to_json() for r in batch]
             return out

@@ -58,6 +58,7 @@ class Context:
     parts: Parts
     progress: Callable[[int, int], None] = lambda done, total: None
     max_memory: int | None = None
+    calibration: Any = None  # an interp.Calibration for analyses that apply it themselves (see `register`)
 
     def cached(self, unit: str, compute: Callable[[], Any]) -> Any:
         return self.parts.cached(unit, compute)
@@ -70,6 +71,7 @@ class Analysis:
     config: type
     help: str
     available: Callable[[], str | None] = lambda: None  # None when usable, else why not
+    own_calibration: bool = False  # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
 
     def make_config(self, overrides: dict | None = None):
         """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
@@ -89,11 +91,16 @@ ANALYSES: dict[str, Analysis] = {}
 DEFAULT_ORDER = ("heads", "sinks", "retrieval", "binding", "saliency")
 
 
-def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None):
-    """Decorator: add `run(model, config, ctx)` to the registry under `name`."""
+def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None, *,
+             own_calibration: bool = False):
+    """Decorator: add `run(model, config, ctx)` to the registry under `name`.
+
+    own_calibration: the analysis places `ctx.calibration` inside its own calls (e.g. around each
+    `generate`); otherwise a scan with a calibration runs the whole analysis inside `interp.calibrate`.
+    """
 
     def wrap(run):
-        ANALYSES[name] = Analysis(name, run, config, help, available)
+        ANALYSES[name] = Analysis(name, run, config, help, available, own_calibration)
         return run
 
     return wrap

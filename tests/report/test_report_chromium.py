@@ -64,3 +64,82 @@ def test_report_renders_offline_without_js_errors(tiny_scan_dir, tmp_path):
     _chromium(f"--screenshot={shot}", "--window-size=1200,1800", page.as_uri())
     width, height, ink = _png_ink(shot)
     assert (width, height) == (1200, 1800) and ink > 0.02, ink
+
+
+# Injected first in <head>: after load, uses the page like a person (sort, open a card, hover a token)
+# and writes what it saw on <html data-*>; --dump-dom then returns it.
+DRIVE = """<script>
+window.addEventListener('error', e => { const h = document.documentElement;
+  h.dataset.errors = (h.dataset.errors || '') + (e.message || 'resource error') + ' | '; }, true);
+window.addEventListener('load', () => setTimeout(() => { const h = document.documentElement, d = h.dataset;
+  const nav = performance.getEntriesByType('navigation')[0];
+  d.loadMs = Math.round(nav.loadEventStart);
+  d.rows = document.querySelectorAll('#atlas tbody tr').length;
+  const th = document.querySelector('#atlas th[data-key="SORTKEY"]');
+  th.click(); d.firstDesc = document.querySelector('#atlas tbody tr').dataset.head;
+  th.click(); d.firstAsc = document.querySelector('#atlas tbody tr').dataset.head;
+  const f = document.getElementById('atlas-filter'); f.value = 'FILTER'; f.dispatchEvent(new Event('input'));
+  d.filtered = Array.from(document.querySelectorAll('#atlas tbody tr')).filter(r => !r.hidden).length;
+  f.value = ''; f.dispatchEvent(new Event('input'));
+  document.querySelector('#atlas tbody tr[data-head="CARD"]').click();
+  const card = document.getElementById('head-card');
+  d.cardHidden = card.hidden; d.cardTitle = document.getElementById('card-title').textContent;
+  d.cardRows = document.querySelectorAll('#card-scores tbody tr').length;
+  const toks = card.querySelectorAll('.iattn-tok'); d.cardTokens = toks.length;
+  toks[toks.length - 1].dispatchEvent(new MouseEvent('mouseenter'));
+  d.shaded = Array.from(toks).filter(s => s.style.background.startsWith('rgba')).length;
+  d.plots = document.querySelectorAll('.js-plotly-plot .main-svg').length;
+  d.resources = performance.getEntriesByType('resource').map(r => r.name).join(' ');
+  d.done = '1'; }, 300));
+</script>"""
+
+
+def _drive(html: str, tmp_path, sort_key: str, card: str, filter_text: str) -> dict:
+    page = tmp_path / "report.html"
+    spy = DRIVE.replace("SORTKEY", sort_key).replace("CARD", card).replace("FILTER", filter_text)
+    page.write_text(html.replace("<head>", "<head>" + spy, 1))
+    dom = _chromium("--dump-dom", page.as_uri()).stdout
+    tag = re.search(r"<html[^>]*>", dom).group(0)
+    return {k.replace("data-", "").replace("-", ""): v for k, v in re.findall(r'(data-[a-z-]+)="([^"]*)"', tag)}
+
+
+def _check_atlas(got: dict, doc: dict, key: str, card: str) -> None:
+    analysis, metric = key.split(".")
+    scores = doc["analyses"][analysis]["metrics"][metric]["scores"]
+    m = doc["model"]
+    assert got.get("done") == "1" and "errors" not in got, got
+    assert int(got["rows"]) == m["n_layers"] * m["n_heads"]
+    flat = [s for row in scores for s in row]
+    layer, head = map(int, got["firstdesc"].split("."))
+    assert scores[layer][head] == max(flat)  # sorted by the page = the scan's highest score
+    layer, head = map(int, got["firstasc"].split("."))
+    assert scores[layer][head] == min(flat)
+    assert got["cardhidden"] == "false" and got["cardtitle"] == "layer {}, head {}".format(*card.split("."))
+    assert int(got["cardrows"]) >= 1 and int(got["cardtokens"]) == len(doc["examples"]["tokens"])
+    assert int(got["shaded"]) >= 1 and int(got["plots"]) >= 2
+    assert "http" not in got["resources"], got["resources"]
+
+
+@pytest.mark.fast
+def test_atlas_sorts_filters_and_opens_a_card(tiny_scan_dir, tmp_path):
+    from interp.scan import load_scan
+
+    doc = load_scan(tiny_scan_dir)
+    got = _drive((tiny_scan_dir / "report.html").read_text(), tmp_path, "heads.induction", "2.1", "2.")
+    _check_atlas(got, doc, "heads.induction", "2.1")
+    assert int(got["filtered"]) == doc["model"]["n_heads"]  # "2." matches the heads of layer 2 only
+
+
+@pytest.mark.slow
+def test_smollm2_report_atlas_in_chromium(smollm2_scans, tmp_path):
+    from interp.report import render_html
+
+    doc = smollm2_scans["plain"]
+    html = render_html(doc)
+    size = len(html.encode())
+    got = _drive(html, tmp_path, "retrieval.retrieval", "18.6", "induction")
+    _check_atlas(got, doc, "retrieval.retrieval", "18.6")
+    assert int(got["rows"]) == 270
+    assert 0 < int(got["filtered"]) < 270
+    assert size < 8e6 and int(got["loadms"]) < 3000, (size, got["loadms"])
+    print(f"report {size / 1e6:.2f} MB, load event {got['loadms']} ms")
