@@ -28,7 +28,7 @@ def run(args) -> int:
     from interp.scan import load_scan
     from interp.scan.store import atomic_write_json, atomic_write_text
 
-    names = tuple(str(Path(p).name if Path(p).is_dir() else Path(p).parent.name) or str(p) for p in (args.a, args.b))
+    names = tuple(_name(Path(p)) for p in (args.a, args.b))
     if names[0] == names[1]:
         names = ("A", "B")
     diff = compare_scans(load_scan(args.a), load_scan(args.b), names=names, top=args.top)
@@ -40,3 +40,10 @@ def run(args) -> int:
         atomic_write_json(out / "compare.json", json.loads(json.dumps(diff)))
         print(f"compare.html and compare.json written to {out}/", file=sys.stderr)
     return 0
+
+
+def _name(path: Path) -> str:
+    """A scan folder's name (or a JSON file's stem) to label it in the comparison."""
+    if path.is_dir() or path.name == "scan.json":
+        return (path if path.is_dir() else path.parent).resolve().name or str(path)
+    return path.stem
