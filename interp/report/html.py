@@ -17,6 +17,7 @@ import html as _html
 import json
 from pathlib import Path
 
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from interp.report.atlas import Atlas, atlas, spearman_matrix
@@ -167,14 +168,16 @@ def _summary(summary: dict) -> str:
     return f"<div class='note'>summary: {'; '.join(flat)}{more}</div>"
 
 
-def _section(name: str, result: dict, doc: dict) -> str:
+def _section(name: str, result: dict, doc: dict, figs: dict) -> str:
+    """One analysis: what it measured, then its heatmap (drawn by report.js after the page has loaded)."""
     lines = measured(name, result, doc["settings"]["config"].get(name))
     items = "".join(f"<li>{_esc(x)}</li>" for x in lines)
-    fig = heatmap(name, result).to_html(full_html=False, include_plotlyjs=False, div_id=f"heatmap-{name}",
-                                        config={"displaylogo": False, "responsive": True})
+    div = f"heatmap-{name}"
+    figs[div] = json.loads(pio.to_json(heatmap(name, result)))
     return (f"<section id='analysis-{_esc(name)}'><h3>{_esc(name)}</h3>"
             f"<ul class='measured'>{items}<li>metric defined in {_doc_link(name)}</li></ul>"
-            f"{fig}{_summary(result['summary']) if result.get('summary') else ''}</section>")
+            f"<div id=\"{_esc(div)}\" class='heatmap'></div>"
+            f"{_summary(result['summary']) if result.get('summary') else ''}</section>")
 
 
 def render_html(doc: dict) -> str:
@@ -185,14 +188,16 @@ def render_html(doc: dict) -> str:
     data = {"labels": a.labels, "roles": a.roles,
             "columns": [{"key": c.key, "metric": c.metric, "role": c.role, "threshold": c.threshold,
                          "scores": [round(s, 6) for s in c.scores], "ranks": c.ranks()} for c in a.columns]}
-    sections = "".join(_section(n, r, doc) for n, r in doc["analyses"].items())
+    figs: dict = {}
+    sections = "".join(_section(n, r, doc, figs) for n, r in doc["analyses"].items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>interp scan: {_esc(name)}</title>
 <style>{_CSS}{asset('attention.css')}</style>
 <script>{get_plotlyjs()}</script>
 <script>const ATLAS = {script_json(data)};
 const EX = {script_json(_examples(doc))};
-const CORR = {script_json(corr)};</script>
+const CORR = {script_json(corr)};
+const FIGS = {script_json(figs)};</script>
 <script>{asset('attention.js')}
 {asset('report.js')}</script>
 </head><body>

@@ -1,6 +1,7 @@
 // report.html: sortable / filterable head atlas, head cards, the correlation scatter.
 // Globals set by the page: ATLAS = {labels, columns: [{key, metric, role, threshold, scores, ranks}], roles},
-// EX = {tokens, rows, scale, heads: {label: [[int]]}} (example patterns), CORR = {keys, rho}.
+// EX = {tokens, rows, scale, heads: {label: [[int]]}} (example patterns), CORR = {keys, rho},
+// FIGS = {div id: plotly figure} (the heatmaps: drawn one per tick after the load event, so the atlas is usable first).
 function sortTable(th) {
   const table = th.closest('table'), body = table.tBodies[0], col = th.cellIndex;
   const asc = th.dataset.order === 'desc';  // first click: descending (highest score first)
@@ -76,4 +77,10 @@ document.addEventListener('DOMContentLoaded', () => {
             drawScatter(CORR.x0, CORR.y0); }
   const cmp = document.getElementById('card-compare');
   if (cmp) cmp.addEventListener('change', () => { const h = document.getElementById('head-card').dataset.head; if (h) showCard(h); });
+});
+window.addEventListener('load', () => {
+  const ids = Object.keys(typeof FIGS === 'undefined' ? {} : FIGS);
+  const next = () => { const id = ids.shift(); if (!id) { document.documentElement.dataset.plotsDrawn = performance.now() | 0; return; }
+    const f = FIGS[id]; Plotly.newPlot(id, f.data, f.layout, {displaylogo: false, responsive: true}); setTimeout(next, 0); };
+  setTimeout(next, 0);
 });
