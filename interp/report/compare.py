@@ -90,7 +90,10 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
             metrics[f"{n}.{key}"] = {"delta": d.tolist(), "max_abs": float(np.abs(d).max()) if d.size else 0.0,
                                      "n_changed": int((d != 0).sum()), "columns": cols, "top": rows,
                                      "role": m["role"], "threshold": m.get("threshold")}
-    ra, rb = atlas(a).roles, atlas(b).roles
+    def common_only(doc):  # roles from the compared analyses only
+        return {**doc, "analyses": {n: doc["analyses"][n] for n in common}}
+
+    ra, rb = atlas(common_only(a)).roles, atlas(common_only(b)).roles
     roles = []
     for label in ra:
         gained = [r for r in rb.get(label, []) if r not in ra[label]]
@@ -106,6 +109,9 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
         ta, tb = _per_trial(n, sa), _per_trial(n, sb)
         for k, (va, ids_a) in ta.items():
             vb, ids_b = tb.get(k, (None, None))
+            if ids_a and ids_b and sorted(ids_a) == sorted(ids_b):  # pair trials by id
+                where = {t: i for i, t in enumerate(ids_b)}
+                vb, ids_b = [vb[where[t]] for t in ids_a], ids_a
             if vb is None or len(va) != len(vb) or ids_a != ids_b:
                 notes.append(f"{n}.{k}: per-trial data not paired (other trials), no interval")
                 continue

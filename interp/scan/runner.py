@@ -108,6 +108,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if analyses is None and previous is not None:
         analyses = previous["settings"]["analyses"]
     chosen = resolve(analyses)
+    if calibration is not None:
+        chosen = _calibratable(chosen, explicit=analyses is not None)
     if config:
         unknown = set(config) - {a.name for a in chosen}
         if unknown:
@@ -182,6 +184,15 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
         diff = [k for k in settings if previous["settings"].get(k) != settings.get(k)]
         raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
                             f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
+
+
+def _calibratable(chosen: list, explicit: bool) -> list:
+    """Leave out (default selection) or refuse (named) analyses that cannot run on a calibrated model."""
+    bad = [a for a in chosen if a.no_calibration]
+    if bad and explicit:
+        raise InterpError("; ".join(f"analysis {a.name!r} cannot run with --calibration: {a.no_calibration}"
+                                    for a in bad) + ". Leave it out of --analyses.")
+    return [a for a in chosen if not a.no_calibration]
 
 
 def _calibrated(model, calibration):
