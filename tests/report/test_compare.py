@@ -80,3 +80,15 @@ def test_compare_smollm2_plain_vs_calibrated(smollm2_scans, tmp_path):
         assert s["ci95"][0] <= s["delta"] <= s["ci95"][1]
     root = smollm2_scans["root"]
     assert main(["compare", str(root / "plain"), str(root / "calibrated"), "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.fast
+def test_scan_calibration_bad_input_exits_2(tmp_path, capsys):
+    from interp import Calibration
+
+    out = tmp_path / "scan"
+    assert main(["scan", "--calibration", str(tmp_path / "missing.json"), "--out", str(out), "--quiet"]) == 2
+    assert "no calibration file at" in capsys.readouterr().err and not out.exists()
+    cal = Calibration([(1, 0)]).save(tmp_path / "cal.json")
+    assert main(["scan", "--analyses", "saliency", "--calibration", str(cal), "--out", str(out), "--quiet"]) == 2
+    assert "'saliency' cannot run with --calibration" in capsys.readouterr().err and not out.exists()
