@@ -66,13 +66,13 @@ def test_compare_cli_writes_report_and_refuses_other_architectures(tiny_pair, tm
 
 @pytest.mark.slow
 def test_compare_smollm2_plain_vs_calibrated(smollm2_scans, tmp_path):
-    from conftest import CALIBRATED_HEADS
-
     plain, cal = smollm2_scans["plain"], smollm2_scans["calibrated"]
+    calibrated_heads = {tuple(h) for h in cal["settings"]["calibration"]["heads"]}
+    assert calibrated_heads == {(13, 5), (13, 0)}
     diff = compare_scans(plain, cal)
     changed = changed_heads(diff)
     assert all(layer >= 13 for layer, _ in changed)  # nothing before the calibrated layer moves
-    assert {h for h in changed if h[0] == 13} == set(CALIBRATED_HEADS)
+    assert {h for h in changed if h[0] == 13} == calibrated_heads
     # retrieval trials are paired by id and get an interval
     rows = [s for s in diff["summary"] if s["ci95"] is not None]
     assert any(s["analysis"] == "retrieval" for s in rows) and any(s["analysis"] == "sinks" for s in rows)
