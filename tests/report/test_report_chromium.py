@@ -56,7 +56,7 @@ def test_report_renders_offline_without_js_errors(tiny_scan_dir, tmp_path):
     resources = re.search(r'data-resources="([^"]*)"', head).group(1)
     assert "http" not in resources, resources
     n_plots = int(re.search(r'data-plots="(\d+)"', head).group(1))
-    assert n_plots >= 2  # the heads heatmap and the drill-down pattern
+    assert n_plots >= 2  # the heads heatmap and the correlation scatter
     assert dom.count('class="js-plotly-plot"') + dom.count("js-plotly-plot") >= 2
     assert "heatmap-heads" in dom and "<tr>" in dom
 
