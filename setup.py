@@ -6,5 +6,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["interp", "interp.*"]), "interp.data"],
     package_dir={"interp.data": "data"},
-    package_data={"interp": ["py.typed"], "interp.data": ["**/*"]},
+    package_data={"interp": ["py.typed", "report/js/*.js", "report/js/*.css"], "interp.data": ["**/*"]},
 )

@@ -6,6 +6,7 @@ Each subcommand module `interp/cli/NAME.py` defines `add_arguments(parser)` and 
 
     interp info [MODEL]            model summary and a captured-attention summary
     interp scan [MODEL]            all analyzers -> scan.json + report.html
+    interp compare A B             two scans of one architecture -> per-head differences
     interp prune MODEL             retrieval heads vs random heads, ablated
     interp calibrate MODEL         ACT-style attention calibration on few-shot tasks
     interp binding MODEL           positional / lexical / reflexive binding mechanisms
@@ -25,6 +26,7 @@ from interp.errors import InterpError, check_out_dir
 COMMANDS: list[str] = [
     "info",
     "scan",
+    "compare",
     "prune",
     "calibrate",
     "binding",

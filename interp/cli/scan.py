@@ -6,6 +6,7 @@ Examples:
     interp scan --resume --out runs/m1            # continue a killed run with its own settings
     interp scan --analyses heads --set heads.n_random=4 --set heads.half_len=32
     interp scan --list                            # the registered analyses
+    interp scan --calibration runs/cal/calibration.json --out runs/m1-cal   # scan the calibrated model
 
 A scan never replaces an earlier one in the same --out folder unless --overwrite is given.
 """
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier scan in --out")
     parser.add_argument("--set", action="append", default=[], metavar="ANALYSIS.KEY=VALUE",
                         help="override one analysis setting (JSON value), repeatable")
+    parser.add_argument("--calibration", default=None, metavar="FILE",
+                        help="run every analysis on the model calibrated by this calibration.json (interp calibrate)")
     parser.add_argument("--no-report", action="store_true", help="write scan.json only")
     parser.add_argument("--export", default="", help="also export heatmaps: png,svg (needs kaleido + chromium)")
     parser.add_argument("--list", action="store_true", help="list the registered analyses and exit")
@@ -68,7 +71,8 @@ def run(args) -> int:
         check_export(formats)  # before the scan, not after it
     doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
-               max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report)
+               max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report,
+               calibration=args.calibration)
     print(f"scan.json{'' if args.no_report else ' and report.html'} written to {args.out}/", file=sys.stderr)
     if args.export:
         for path in export_figures(doc, f"{args.out}/figures", formats=formats):

@@ -1,62 +1,62 @@
-"""`report.html`: one self-contained, offline page for a scan (plotly.js embedded, no CDN).
+"""`report.html`: one self-contained, offline page for a scan (plotly.js and all JS inline, no CDN).
 
-Sections: the model and settings, a layer x head heatmap per analysis (dropdown: metric), a
-sortable table of the top heads with their roles, and a per-head drill-down (its scores in every
-metric and its downsampled attention pattern on the example prompt).
+Sections: the model and settings; the head atlas (one row per head, every per-head score, roles
+by threshold; sortable, filterable; click a head for its card: scores, ranks, its attention on
+the example prompt); Spearman correlations between analyses with a scatter per pair; then one
+section per analysis saying what it measured (settings, trial counts, 95% intervals, the doc
+defining the metric) above its layer x head heatmap.
 
     >>> from interp.scan import load_scan                          # doctest: +SKIP
     >>> html = render_html(load_scan("runs/smollm2"))              # doctest: +SKIP
 
-Size: plotly.js is ~4.6 MB of the page; the scores and examples add a few hundred KB.
+Size: plotly.js is ~4.6 MB of the page; a full SmolLM2 scan adds ~1.5 MB (patterns of 270 heads
+on the ~30-token example prompt, the atlas).
 """
 
 import html as _html
 import json
+from pathlib import Path
 
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from interp.report.figures import heatmap, pattern_figure, top_heads
+from interp.axes import head_label
+from interp.report.atlas import Atlas, atlas, spearman_matrix
+from interp.report.attention import asset, script_json
+from interp.report.figures import heatmap
+from interp.report.measured import DOCS, measured
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#222}
-h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
-th.sortable{cursor:pointer;user-select:none} th.sortable:hover{background:#f3f3f3}
-.meta td:first-child{color:#666} .note{color:#666;font-size:13px} .scroll{max-height:480px;overflow:auto}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;color:#222}
+h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd} h3{font-size:15px}
+table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px;border-bottom:1px solid #eee;text-align:left}
+th.sortable{cursor:pointer;user-select:none;position:sticky;top:0;background:#fafafa} th.sortable:hover{background:#eee}
+th[data-order=desc]::after{content:' \\25BC'} th[data-order=asc]::after{content:' \\25B2'}
+#atlas tbody tr{cursor:pointer} #atlas tbody tr:hover{background:#f4f8fc} #atlas tbody tr.sel{outline:2px solid #1f77b4}
+#atlas td.n{text-align:right;font-variant-numeric:tabular-nums}
+.meta td:first-child{color:#666} .note{color:#666;font-size:13px} .scroll{max-height:520px;overflow:auto}
+.card{border:1px solid #ccc;border-radius:6px;padding:10px 14px;margin:12px 0;background:#fcfcfc}
+.measured{font-size:13px;margin:4px 0 8px 0} .measured li{margin:1px 0}
+#corr-table td{text-align:center;cursor:pointer;min-width:34px} #corr-table th{font-weight:normal;font-size:11px}
 """
 
-_SCRIPT = """
-function sortTable(th){
-  const table=th.closest('table'), body=table.tBodies[0], col=th.cellIndex;
-  const asc=th.dataset.order!=='asc'; th.dataset.order=asc?'asc':'desc';
-  const num=th.dataset.type==='num';
-  const rows=Array.from(body.rows).sort((a,b)=>{
-    let x=a.cells[col].dataset.v??a.cells[col].textContent, y=b.cells[col].dataset.v??b.cells[col].textContent;
-    if(num){x=parseFloat(x);y=parseFloat(y);} return (x<y?-1:x>y?1:0)*(asc?1:-1);});
-  rows.forEach(r=>body.appendChild(r));
-}
-function showHead(label){
-  const fig=DRILL.figures[label], rows=DRILL.scores[label]||[];
-  if(fig){Plotly.react('drill-pattern',fig.data,fig.layout,{displaylogo:false});}
-  const tb=document.getElementById('drill-scores').tBodies[0]; tb.innerHTML='';
-  rows.forEach(r=>{const tr=tb.insertRow(); r.forEach(c=>{tr.insertCell().textContent=c;});});
-}
-document.addEventListener('DOMContentLoaded',()=>{
-  document.querySelectorAll('th.sortable').forEach(th=>th.addEventListener('click',()=>sortTable(th)));
-  const sel=document.getElementById('head-select');
-  if(sel){sel.addEventListener('change',()=>showHead(sel.value)); if(sel.value){showHead(sel.value);}}
-});
-"""
+_ABBREV = {"previous_token": "prev", "duplicate_token": "dup", "induction": "ind", "previous_token_text": "prev-t",
+           "duplicate_token_text": "dup-t", "induction_text": "ind-t", "entropy": "entropy",
+           "mean_distance": "dist", "first_token_alpha": "sink α", "sink_rate": "sink rate",
+           "hidden_sinks": "hidden", "retrieval": "retrieval", "pearson": "sal. r", "spearman": "sal. ρ",
+           "binding_layer_effect": "binding"}
 
 
 def _esc(x) -> str:
-    return _html.escape(str(x))
+    return _html.escape(str(x), quote=True)
 
 
-def _script_json(obj) -> str:
-    """JSON safe inside a <script> element."""
-    return json.dumps(obj).replace("</", "<\\/")
+def _doc_link(name: str) -> str:
+    rel = DOCS.get(name, "docs/report.md")
+    path = Path(__file__).resolve().parents[2] / rel
+    if path.exists():
+        return f"<a href='{_esc(path.as_uri())}' title='{_esc(rel)} in the interp repository'>{_esc(rel)}</a>"
+    return f"<code>{_esc(rel)}</code> (interp repository)"
 
 
 def _meta_table(doc: dict) -> str:
@@ -66,60 +66,99 @@ def _meta_table(doc: dict) -> str:
             ("parameters", f"{m['parameters']:,}"), ("dtype / device", f"{s['dtype']} / {s['device']}"),
             ("fingerprint", m["fingerprint"]), ("analyses", ", ".join(s["analyses"])),
             ("status", doc["status"]), ("interp", f"{doc['interp_version']} (scan schema v{doc['schema_version']})")]
+    cal = s.get("calibration")
+    if cal:
+        heads = ", ".join(head_label(a, b) for a, b in cal["heads"])
+        rows.insert(5, ("calibration", f"ACT, beta {cal['beta']}, tau {cal['tau']}, heads {heads}"))
     body = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
     settings = _esc(json.dumps(s["config"], indent=1))
     return (f"<table class='meta'>{body}</table><details><summary class='note'>analysis settings</summary>"
             f"<pre>{settings}</pre></details>")
 
 
-def _table(rows: list[dict]) -> str:
-    cols = [("analysis", "str"), ("metric", "str"), ("rank", "num"), ("layer", "num"), ("head", "num"),
-            ("score", "num"), ("role", "str")]
-    head = "".join(f"<th class='sortable' data-type='{t}'>{c}</th>" for c, t in cols)
+def _shade(score: float, lo: float, hi: float) -> str:
+    a = 0.0 if hi <= lo else (score - lo) / (hi - lo)
+    return f" style='background:rgba(31,119,180,{0.55 * a:.2f})'" if a > 0.05 else ""
+
+
+def _atlas_table(a: Atlas) -> str:
+    head = ["<th class='sortable' data-type='num' title='layer.head'>head</th>",
+            "<th class='sortable' data-type='str'>roles</th>"]
+    for c in a.columns:
+        thr = "" if c.threshold is None else f" (role over {c.threshold})"
+        head.append(f"<th class='sortable' data-type='num' data-key='{_esc(c.key)}' "
+                    f"title='{_esc(c.key)}: {_esc(c.description)}{_esc(thr)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>")
+    ranges = [(min(c.scores), max(c.scores)) for c in a.columns]
     body = []
-    for r in rows:
-        cells = []
-        for c, t in cols:
-            v = r[c]
-            text = f"{v:.4f}" if c == "score" else v
-            data = f" data-v='{_esc(v)}'" if t == "num" and isinstance(v, (int, float)) else ""
-            cells.append(f"<td{data}>{_esc(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<div class='scroll'><table id='top-heads'><thead><tr>{head}</tr></thead>"
+    for i, label in enumerate(a.labels):
+        layer, h = map(int, label.split("."))
+        roles = a.roles[label]
+        cells = [f"<td data-v='{layer * 1000 + h}'>{label}</td>", f"<td>{_esc(', '.join(roles))}</td>"]
+        cells += [f"<td class='n' data-v='{c.scores[i]:.6g}'{_shade(c.scores[i], *r)}>{c.scores[i]:.3f}</td>"
+                  for c, r in zip(a.columns, ranges)]
+        search = _esc(f"{label} " + " ".join(roles).lower())
+        body.append(f"<tr data-head='{label}' data-roles='{_esc('|'.join(roles))}' data-search='{search}'>"
+                    + "".join(cells) + "</tr>")
+    role_names = sorted({r for rs in a.roles.values() for r in rs})
+    options = "".join(f"<option value='{_esc(r)}'>{_esc(r)} ({sum(r in rs for rs in a.roles.values())})</option>"
+                      for r in role_names)
+    return (f"<p><label>filter: <input id='atlas-filter' placeholder='18.6, induction, sink ...'></label> "
+            f"<label>role: <select id='atlas-role'><option value=''>any</option>{options}</select></label> "
+            f"<span id='atlas-count' class='note'></span></p>"
+            f"<div class='scroll'><table id='atlas'><thead><tr>{''.join(head)}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _drill(doc: dict) -> tuple[str, dict]:
-    ex = doc.get("examples") or {"heads": {}, "tokens": []}
-    labels = list(ex["heads"])
-    figures = {lab: json.loads(pio.to_json(pattern_figure(lab, ex["heads"][lab], ex["tokens"]))) for lab in labels}
-    scores = {}
-    for lab in labels:
-        layer, head = map(int, lab.split("."))
-        rows = []
-        for name, result in doc["analyses"].items():
-            for key, m in result["metrics"].items():
-                if m.get("columns") or layer >= len(m["scores"]) or head >= len(m["scores"][layer]):
-                    continue
-                flat = sorted((s for row in m["scores"] for s in row), reverse=True)
-                score = m["scores"][layer][head]
-                rows.append([name, key, f"{score:.4f}", f"{flat.index(score) + 1} / {len(flat)}", m["role"]])
-        scores[lab] = rows
-    if not labels:
-        return "<p class='note'>No drill-down examples in this scan.</p>", {"figures": {}, "scores": {}}
-    options = "".join(f"<option value='{_esc(lab)}'>layer {lab.split('.')[0]}, head {lab.split('.')[1]}</option>"
-                      for lab in labels)
+def _card(doc: dict) -> str:
+    ex = doc.get("examples") or {}
     prompt = _esc(ex.get("prompt", ""))
-    html = (f"<p class='note'>Example prompt ({len(ex['tokens'])} tokens, patterns downsampled to at most 48 x 48 "
-            f"by block averaging): <q>{prompt}</q></p>"
-            f"<label>head: <select id='head-select'>{options}</select></label>"
-            f"<table id='drill-scores'><thead><tr><th>analysis</th><th>metric</th><th>score</th><th>rank</th>"
-            f"<th>role</th></tr></thead><tbody></tbody></table><div id='drill-pattern'></div>")
-    return html, {"figures": figures, "scores": scores}
+    return (f"<div id='head-card' class='card' hidden><h3 id='card-title'></h3>"
+            f"<div>roles: <b id='card-roles'></b></div>"
+            f"<table id='card-scores'><thead><tr><th>metric</th><th>score</th><th>rank</th><th>role</th></tr></thead>"
+            f"<tbody></tbody></table>"
+            f"<p class='note'>Attention on the example prompt ({len(ex.get('tokens', []))} tokens): <q>{prompt}</q>. "
+            f"<label>also show heads: <input id='card-compare' placeholder='17.3, 18.6' size='14'></label></p>"
+            f"<div id='card-attention'></div></div>")
 
 
-def _summary(analysis: str, summary: dict) -> str:
-    """Scalars inline; nested values (tables, per-position shares) folded into <details>."""
+def _corr(a: Atlas) -> tuple[str, dict]:
+    rho = spearman_matrix(a)
+    keys = [c.key for c in a.columns]
+    if len(keys) < 2:
+        return "<p class='note'>One per-head metric only: nothing to correlate.</p>", {"keys": keys, "rho": rho}
+    head = "".join(f"<th title='{_esc(k)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>" for k, c in zip(keys, a.columns))
+    rows = []
+    for i, c in enumerate(a.columns):
+        cells = []
+        for j in range(len(keys)):
+            r = rho[i][j]
+            color = "" if r is None else (f"background:rgba(31,119,180,{abs(r) * 0.7:.2f})" if r > 0
+                                          else f"background:rgba(214,39,40,{abs(r) * 0.7:.2f})")
+            cells.append(f"<td data-x='{_esc(keys[j])}' data-y='{_esc(keys[i])}' style='{color}' "
+                         f"title='{_esc(keys[i])} vs {_esc(keys[j])}'>{'' if r is None else f'{r:.2f}'}</td>")
+        rows.append(f"<tr><th title='{_esc(c.key)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>{''.join(cells)}</tr>")
+    pick = [k for k in ("heads.induction", "retrieval.retrieval") if k in keys]
+    x0, y0 = (pick + keys[:2])[:2] if len(pick) < 2 else pick
+    options = "".join(f"<option value='{_esc(k)}'>{_esc(k)}</option>" for k in keys)
+    html = (f"<p class='note'>Spearman rank correlation over all {len(a.labels)} heads (scipy.stats.spearmanr); "
+            f"click a cell for its scatter, a dot for its head card.</p>"
+            f"<div class='scroll'><table id='corr-table'><thead><tr><th></th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+            f"<p><label>x <select id='corr-x'>{options}</select></label> "
+            f"<label>y <select id='corr-y'>{options}</select></label></p><div id='corr-scatter'></div>")
+    return html, {"keys": keys, "rho": rho, "x0": x0, "y0": y0}
+
+
+def _examples(doc: dict) -> dict:
+    """Example patterns as integers (x 10000): the largest payload of the page, kept compact."""
+    ex = doc.get("examples") or {"tokens": [], "heads": {}}
+    heads = {lab: [[round(v * 10000) for v in row] for row in h["pattern"]] for lab, h in ex["heads"].items()}
+    rows = next(iter(ex["heads"].values()))["cols"] if ex["heads"] else None
+    return {"tokens": ex.get("tokens", []), "rows": rows, "scale": 10000, "heads": heads}
+
+
+def _summary(summary: dict) -> str:
+    """Scalars inline; nested values (tables, per-prompt lists) folded into <details>."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -127,35 +166,53 @@ def _summary(analysis: str, summary: dict) -> str:
     nested = {k: v for k, v in summary.items() if isinstance(v, (dict, list))}
     more = (f"<details><summary>details</summary><pre>{_esc(json.dumps(nested, indent=1))}</pre></details>"
             if nested else "")
-    return f"<div class='note'>{_esc(analysis)}: {'; '.join(flat)}{more}</div>"
+    return f"<div class='note'>summary: {'; '.join(flat)}{more}</div>"
+
+
+def _section(name: str, result: dict, doc: dict, figs: dict) -> str:
+    """One analysis: what it measured, then its heatmap (drawn by report.js after the page has loaded)."""
+    lines = measured(name, result, doc["settings"]["config"].get(name))
+    items = "".join(f"<li>{_esc(x)}</li>" for x in lines)
+    div = f"heatmap-{name}"
+    figs[div] = json.loads(pio.to_json(heatmap(name, result)))
+    return (f"<section id='analysis-{_esc(name)}'><h3>{_esc(name)}</h3>"
+            f"<ul class='measured'>{items}<li>metric defined in {_doc_link(name)}</li></ul>"
+            f"<div id=\"{_esc(div)}\" class='heatmap'></div>"
+            f"{_summary(result['summary']) if result.get('summary') else ''}</section>")
 
 
 def render_html(doc: dict) -> str:
     """The whole report as one HTML string (no external resources)."""
     name = doc["model"]["name"]
-    maps = []
-    for analysis, result in doc["analyses"].items():
-        fig = heatmap(analysis, result)
-        maps.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"heatmap-{analysis}",
-                                config={"displaylogo": False, "responsive": True}))
-        if result.get("summary"):
-            maps.append(_summary(analysis, result["summary"]))
-    drill_html, drill_data = _drill(doc)
+    a = atlas(doc)
+    corr_html, corr = _corr(a)
+    data = {"labels": a.labels, "roles": a.roles,
+            "columns": [{"key": c.key, "metric": c.metric, "role": c.role, "threshold": c.threshold,
+                         "scores": [round(s, 6) for s in c.scores], "ranks": c.ranks()} for c in a.columns]}
+    figs: dict = {}
+    sections = "".join(_section(n, r, doc, figs) for n, r in doc["analyses"].items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>interp scan: {_esc(name)}</title>
-<style>{_CSS}</style>
+<style>{_CSS}{asset('attention.css')}</style>
 <script>{get_plotlyjs()}</script>
-<script>const DRILL = {_script_json(drill_data)};</script>
-<script>{_SCRIPT}</script>
+<script>const ATLAS = {script_json(data)};
+const EX = {script_json(_examples(doc))};
+const CORR = {script_json(corr)};
+const FIGS = {script_json(figs)};</script>
+<script>{asset('attention.js')}
+{asset('report.js')}</script>
 </head><body>
 <h1>interp scan: {_esc(name)}</h1>
 {_meta_table(doc)}
-<h2>Heatmaps (layer x head)</h2>
-{''.join(maps) or "<p class='note'>No analysis finished yet.</p>"}
-<h2>Top heads</h2>
-<p class="note">Click a column header to sort.</p>
-{_table(top_heads(doc))}
-<h2>Drill-down</h2>
-{drill_html}
+<h2>Head atlas</h2>
+<p class="note">One row per head ({len(a.labels)}), every per-head score of this scan. Click a column header to
+sort (first click: highest first), a row for the head's card. A head takes a metric's role when its score is above
+the metric's threshold (hover a header for the metric and threshold; see {_doc_link('atlas')}).</p>
+{_card(doc)}
+{_atlas_table(a) if a.columns else "<p class='note'>No per-head analysis finished yet.</p>"}
+<h2>Correlations between analyses</h2>
+{corr_html}
+<h2>Analyses: what each measured</h2>
+{sections or "<p class='note'>No analysis finished yet.</p>"}
 </body></html>
 """

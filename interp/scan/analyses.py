@@ -112,7 +112,9 @@ def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
                                            f"(ACT)", threshold=0.5),
     }
     summary = {f"Sink1^{config.eps}": report.sink_rate(config.eps), "hidden_rate": report.hidden_rate(),
-               "top_hidden_tokens": report.token_table(8)}
+               "top_hidden_tokens": report.token_table(8),
+               "per_prompt": {"sink_rate": (report.first > config.eps).float().mean((1, 2)).tolist(),
+                              "hidden_rate": (report.n_hidden > 0).float().mean((1, 2)).tolist()}}
     return AnalysisResult(metrics, primary="first_token_alpha", summary=summary)
 
 
@@ -139,7 +141,7 @@ def _retrieval_available():
 
 
 @register("retrieval", RetrievalScan, "retrieval heads: copy-paste attention during needle-in-a-haystack decoding "
-          "(Wu et al. 2024)", _retrieval_available)
+          "(Wu et al. 2024)", _retrieval_available, own_calibration=True)
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
@@ -156,7 +158,9 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     for i, group in enumerate(groups):
         def compute(group=group):
             out = []
-            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix,
+            # a calibration goes inside each generate call (run_trials then decodes left-padded batches)
+            edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
+            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix, edits=edits,
                                     max_new_tokens=config.max_new_tokens, score=True, progress=False):
                 out += [r.to_json() for r in batch]
             return out
@@ -168,7 +172,8 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     metric = Metric(scores.mean.tolist(), role="retrieval head", threshold=config.threshold,
                     description="mean copy score over recalled NIAH trials (Wu et al. 2024)")
     summary = {"trials": scores.n_trials, "recalled": len(scores.trial_ids),
-               f"fraction_over_{config.threshold}": scores.fraction_over(config.threshold)}
+               f"fraction_over_{config.threshold}": scores.fraction_over(config.threshold),
+               "per_trial": {"id": [r.id for r in results], "recall": [r.recall for r in results]}}
     return AnalysisResult({"retrieval": metric}, primary="retrieval", summary=summary)
 
 
@@ -186,7 +191,8 @@ class SaliencyScan:
     drop_first: bool = True  # leave the first token (an attention sink) out of the correlation
 
 
-@register("saliency", SaliencyScan, "attention vs input saliency: per-head Pearson / Spearman correlation")
+@register("saliency", SaliencyScan, "attention vs input saliency: per-head Pearson / Spearman correlation",
+          no_calibration="its gradients do not pass through the calibrator's edit of the attention output")
 def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
     import torch
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 from interp.capture.budget import parse_bytes
 from interp.errors import InterpError
+from interp.intervene.calibrate import Calibration
 from interp.models.load import load
 from interp.models.model import Model
 from interp.progress import bar as progress_bar
 from interp.report import render_html
 from interp.scan import schema
-from interp.scan.examples import pattern_examples, pick_heads
+from interp.scan.examples import pick_heads
 from interp.scan.registry import Context, resolve
 from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_write_text, read_json
 
@@ -76,15 +77,20 @@ def run_scan(
     progress: bool | ProgressFn = True,
     report: bool = True,
     examples: bool = True,
+    calibration=None,
 ) -> dict:
     """Run analyses on `model` (an `interp.Model` or a reference for `interp.load`); return the scan document.
 
     analyses: names or "a,b" (None: every usable registered analysis; on resume: the earlier run's).
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
+    calibration: an `interp.Calibration` or the path of a `calibration.json` (`interp calibrate`): every
+    analysis then runs on the calibrated model, and `settings["calibration"]` records it.
     """
     out = Path(out)
     # every setting is checked before anything touches the disk
     budget = parse_bytes(max_memory) if max_memory is not None else None
+    if calibration is not None and not isinstance(calibration, Calibration):
+        calibration = Calibration.load(calibration)  # a bad file fails before anything touches the disk
     if analyses is not None:
         resolve(analyses)
     check_config(config)
@@ -94,7 +100,7 @@ def run_scan(
     fresh = not (resume and (out / "scan.json").exists())
     try:
         return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget, progress, report,
-                     examples)
+                     examples, calibration)
     except BaseException:
         if fresh:
             _forget_unstarted(out)
@@ -131,7 +137,7 @@ def _forget_unstarted(out: Path) -> None:
 
 
 def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
-          examples) -> dict:
+          examples, calibration) -> dict:
     import torch
 
     doc_path = out / "scan.json"
@@ -140,6 +146,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if analyses is None and previous is not None:
         analyses = previous["settings"]["analyses"]
     chosen = resolve(analyses)
+    if calibration is not None:
+        chosen = _calibratable(chosen, explicit=analyses is not None)
     if config:
         unknown = set(config) - {a.name for a in chosen}
         if unknown:
@@ -152,6 +160,9 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
                           "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
                           "max_memory": max_memory, "config": {n: asdict(c) for n, c in configs.items()}})
+    if calibration is not None:
+        calibration.check(model)
+        settings["calibration"] = _jsonable(calibration.to_json())
     identity = schema.model_identity(model)
     if previous is not None:
         _check_same_run(previous, identity, settings, doc_path)
@@ -168,8 +179,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
                 tick(analysis.name, 1, 1)
                 continue
             start, cpu = time.perf_counter(), time.process_time()
-            ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget)
-            with torch.no_grad():
+            ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget, calibration)
+            with torch.no_grad(), _calibrated(model, None if analysis.own_calibration else calibration):
                 result = analysis.run(model, configs[analysis.name], ctx)
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
             timings[analysis.name] = {"wall_s": round(time.perf_counter() - start, 2),
@@ -179,6 +190,11 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if examples:
         doc["examples"] = Parts(out, "examples").cached(
             "patterns", lambda: pattern_examples(model, pick_heads(doc)))
+        from interp.scan.examples import all_heads, pattern_examples
+
+        with _calibrated(model, calibration):
+            doc["examples"] = Parts(out, "examples").cached("patterns",
+                                                            lambda: pattern_examples(model, all_heads(doc)))
     doc["status"] = "complete"
     atomic_write_json(doc_path, doc)
     _merge_timings(out / "timings.json", timings)
@@ -210,6 +226,24 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
     if diff:
         raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
                             f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
+
+
+def _calibratable(chosen: list, explicit: bool) -> list:
+    """Leave out (default selection) or refuse (named) analyses that cannot run on a calibrated model."""
+    bad = [a for a in chosen if a.no_calibration]
+    if bad and explicit:
+        raise InterpError("; ".join(f"analysis {a.name!r} cannot run with --calibration: {a.no_calibration}"
+                                    for a in bad) + ". Leave it out of --analyses.")
+    return [a for a in chosen if not a.no_calibration]
+
+
+def _calibrated(model, calibration):
+    """`interp.calibrate(model, calibration)`, or nothing when there is no calibration."""
+    from contextlib import nullcontext
+
+    from interp.intervene.calibrate import calibrate
+
+    return nullcontext() if calibration is None else calibrate(model, calibration)
 
 
 def _jsonable(obj):

@@ -18,8 +18,8 @@ def test_report_is_self_contained(tiny_scan_dir):
     assert get_plotlyjs() in html  # plotly.js embedded (its own code mentions URLs; nothing of ours does)
     ours = html.replace(get_plotlyjs(), "")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", ours), "external resource referenced"
-    assert "Plotly.newPlot" in html and html.count("<script") >= 4
-    assert 'id="heatmap-heads"' in html and "id='top-heads'" in html and "id='head-select'" in html
+    assert "Plotly.newPlot" in html and html.count("<script") >= 3
+    assert 'id="heatmap-heads"' in html and "id='atlas'" in html and "id='head-card'" in html
 
 
 @pytest.mark.fast
