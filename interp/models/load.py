@@ -12,6 +12,7 @@ Every backend holds the same weights; `interp.capture` accepts each of them.
 import os
 import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
 )
+from transformers.utils import logging as hf_logging
 
 from interp.errors import CorruptModelError, InterpError, ModelNotFoundError, UnsupportedArchitectureError
 from interp.models import zoo
@@ -212,13 +214,26 @@ def _config(path: str, gguf_file: str | None = None):
         raise
 
 
+@contextmanager
+def _quiet_loading():
+    """transformers' own "Loading weights" bar off while interp loads (the caller's setting is restored)."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrainedModel:
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     config = _config(path, gguf_file)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(path, **kwargs)
+        with _quiet_loading():
+            model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError) as err:
         raise CorruptModelError(f"cannot read the weights of {gguf_file or path} ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0] if str(err) else 'no detail'}); the files are "
