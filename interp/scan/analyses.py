@@ -191,8 +191,7 @@ class SaliencyScan:
     drop_first: bool = True  # leave the first token (an attention sink) out of the correlation
 
 
-@register("saliency", SaliencyScan, "attention vs input saliency: per-head Pearson / Spearman correlation",
-          no_calibration="its gradients do not pass through the calibrator's edit of the attention output")
+@register("saliency", SaliencyScan, "attention vs input saliency: per-head Pearson / Spearman correlation")
 def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
     import torch
 

@@ -74,7 +74,6 @@ class Analysis:
     help: str
     available: Callable[[], str | None] = lambda: None  # None when usable, else why not
     own_calibration: bool = False  # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
-    no_calibration: str | None = None  # why it cannot run on a calibrated model (None: it can)
 
     def make_config(self, overrides: dict | None = None):
         """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
@@ -130,16 +129,15 @@ DEFAULT_ORDER = ("heads", "sinks", "retrieval", "binding", "saliency")
 
 
 def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None, *,
-             own_calibration: bool = False, no_calibration: str | None = None):
+             own_calibration: bool = False):
     """Decorator: add `run(model, config, ctx)` to the registry under `name`.
 
     own_calibration: the analysis places `ctx.calibration` inside its own calls (e.g. around each
     `generate`); otherwise a scan with a calibration runs the whole analysis inside `interp.calibrate`.
-    no_calibration: why the analysis cannot run on a calibrated model (a calibrated scan leaves it out).
     """
 
     def wrap(run):
-        ANALYSES[name] = Analysis(name, run, config, help, available, own_calibration, no_calibration)
+        ANALYSES[name] = Analysis(name, run, config, help, available, own_calibration)
         return run
 
     return wrap

@@ -28,7 +28,7 @@ from interp.models.model import Model
 from interp.progress import bar as progress_bar
 from interp.report import render_html
 from interp.scan import schema
-from interp.scan.examples import pick_heads
+from interp.scan.examples import all_heads, pattern_examples
 from interp.scan.registry import Context, resolve
 from interp.scan.store import Parts, ScanFileError, atomic_write_json, atomic_write_text, read_json
 
@@ -146,8 +146,6 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if analyses is None and previous is not None:
         analyses = previous["settings"]["analyses"]
     chosen = resolve(analyses)
-    if calibration is not None:
-        chosen = _calibratable(chosen, explicit=analyses is not None)
     if config:
         unknown = set(config) - {a.name for a in chosen}
         if unknown:
@@ -188,10 +186,6 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             atomic_write_json(doc_path, doc)
             _merge_timings(out / "timings.json", timings)
     if examples:
-        doc["examples"] = Parts(out, "examples").cached(
-            "patterns", lambda: pattern_examples(model, pick_heads(doc)))
-        from interp.scan.examples import all_heads, pattern_examples
-
         with _calibrated(model, calibration):
             doc["examples"] = Parts(out, "examples").cached("patterns",
                                                             lambda: pattern_examples(model, all_heads(doc)))
@@ -226,15 +220,6 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
     if diff:
         raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
                             f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
-
-
-def _calibratable(chosen: list, explicit: bool) -> list:
-    """Leave out (default selection) or refuse (named) analyses that cannot run on a calibrated model."""
-    bad = [a for a in chosen if a.no_calibration]
-    if bad and explicit:
-        raise InterpError("; ".join(f"analysis {a.name!r} cannot run with --calibration: {a.no_calibration}"
-                                    for a in bad) + ". Leave it out of --analyses.")
-    return [a for a in chosen if not a.no_calibration]
 
 
 def _calibrated(model, calibration):

@@ -27,11 +27,11 @@ CALIBRATED_HEADS = [(13, 5), (13, 0)]  # the SST-2 heads of the README's calibra
 def smollm2_scans(smollm2, tmp_path_factory):
     """SmolLM2 scanned twice (heads, sinks, retrieval; small settings): plain and ACT-calibrated on 13:5, 13:0."""
     from interp import Calibration
-    from interp.scan import scan
+    from interp.scan import run_scan
 
     root = tmp_path_factory.mktemp("smollm2-scans")
     cal = Calibration(CALIBRATED_HEADS, beta=0.4, tau=0.1).save(root / "calibration.json")
     kw = {"analyses": "heads,sinks,retrieval", "config": SMOLLM2_SMALL, "progress": False}
-    plain = scan(smollm2, out=root / "plain", **kw)
-    calibrated = scan(smollm2, out=root / "calibrated", calibration=cal, **kw)
+    plain = run_scan(smollm2, out=root / "plain", **kw)
+    calibrated = run_scan(smollm2, out=root / "calibrated", calibration=cal, **kw)
     return {"plain": plain, "calibrated": calibrated, "root": root}

@@ -15,7 +15,7 @@ def tiny_pair(tiny_scan_dir, tmp_path_factory):
     from pathlib import Path
 
     from interp import Calibration
-    from interp.scan import load_scan, scan
+    from interp.scan import load_scan, run_scan
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scan"))
     from tiny_scan import SMALL
@@ -25,7 +25,7 @@ def tiny_pair(tiny_scan_dir, tmp_path_factory):
     cal = Calibration([(1, 0)], beta=0.4, tau=0.05).save(root / "calibration.json")
     model_dir = base["model"]["name"]
     out = root / "calibrated"
-    scan(model_dir, analyses="heads", out=out, config=SMALL, progress=False, calibration=cal)
+    run_scan(model_dir, analyses="heads", out=out, config=SMALL, progress=False, calibration=cal)
     return tiny_scan_dir, out
 
 
@@ -89,6 +89,24 @@ def test_scan_calibration_bad_input_exits_2(tmp_path, capsys):
     out = tmp_path / "scan"
     assert main(["scan", "--calibration", str(tmp_path / "missing.json"), "--out", str(out), "--quiet"]) == 2
     assert "no calibration file at" in capsys.readouterr().err and not out.exists()
-    cal = Calibration([(1, 0)]).save(tmp_path / "cal.json")
-    assert main(["scan", "--analyses", "saliency", "--calibration", str(cal), "--out", str(out), "--quiet"]) == 2
-    assert "'saliency' cannot run with --calibration" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "bad.json").write_text('{"heads": "12:3"}')
+    assert main(["scan", "--calibration", str(tmp_path / "bad.json"), "--out", str(out), "--quiet"]) == 2
+    assert "bad.json" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.fast
+def test_gradient_saliency_runs_on_a_calibrated_model(tiny_scan_dir, tmp_path):
+    """Saliency's backward passes through the calibrator's edit: a calibrated scan keeps it and records it."""
+    from interp import Calibration
+    from interp.scan import load_scan, run_scan
+
+    tiny_scan_model = load_scan(tiny_scan_dir)["model"]["name"]
+
+    cal = Calibration([(1, 0), (2, 1)]).save(tmp_path / "cal.json")
+    doc = run_scan(str(tiny_scan_model), analyses="saliency", out=tmp_path / "scan", calibration=cal,
+                   progress=False, report=False, examples=False)
+    plain = run_scan(str(tiny_scan_model), analyses="saliency", out=tmp_path / "plain", progress=False,
+                     report=False, examples=False)
+    assert doc["settings"]["calibration"]["heads"] == [[1, 0], [2, 1]]
+    got, ref = (d["analyses"]["saliency"]["metrics"] for d in (doc, plain))
+    assert got.keys() == ref.keys() and got != ref  # the calibrated heads changed what saliency measures
