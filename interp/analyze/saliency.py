@@ -158,7 +158,7 @@ def _gradient_method(cls_name: str):
         out = []
         for start in track(range(0, target.n_steps, chunk), cfg.method, enabled=cfg.show_progress):
             rows = torch.arange(start, min(start + chunk, target.n_steps), device=target.inputs.device)
-            x = target.inputs.expand(len(rows), *target.inputs.shape[1:]).clone()
+            x = target.inputs.expand(len(rows), *target.inputs.shape[1:]).clone().requires_grad_(True)
             kw = {"additional_forward_args": (rows,)}
             if cls_name == "IntegratedGradients":
                 kw.update(
