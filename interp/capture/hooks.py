@@ -16,8 +16,8 @@ All are `[batch, pos, d_model]`. Hooks are installed by the capture engine and r
     torch.Size([2, 17, 576])
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -20,7 +20,7 @@ so an idle capture costs nothing. Subclass `Probe` and override what you need:
     ...         self.n += 1
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -26,9 +26,9 @@ Backends: an `interp.Model` from `load(..., backend="hf" | "nnsight")` is captur
 Gradients are off inside the block unless `grad=True`.
 """
 
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 

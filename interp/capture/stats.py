@@ -20,8 +20,8 @@ Weight editors (ablation, calibration) are not reflected: the statistics describ
 scores; record `Patterns` for edited heads.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -6,8 +6,8 @@ The bridge runs HF modules in eager mode and exposes `blocks.{L}.attn.hook_patte
 order, so a TL capture and an HF capture return the same `Recording`.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from interp.capture.probe import ModuleHook, Probe
 from interp.capture.store import LayerMap

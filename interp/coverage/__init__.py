@@ -20,7 +20,17 @@ Memory: one tiny model per worker (a few MB, vocabularies up to ~260k rows x 64)
 
 from interp.coverage.checks import KNOWN, Result, check
 from interp.coverage.sweep import causal_lm_types, routed, run_one, sweep, table, tl_count
-from interp.coverage.tiny import HEAD_DIM, HEADS, HIDDEN, LAYERS, OVERRIDES, padded_batch, shrink, tiny_config, tiny_model
+from interp.coverage.tiny import (
+           HEAD_DIM,
+           HEADS,
+           HIDDEN,
+           LAYERS,
+           OVERRIDES,
+           padded_batch,
+           shrink,
+           tiny_config,
+           tiny_model,
+)
 
 __all__ = ["check", "Result", "KNOWN", "sweep", "run_one", "table", "tl_count", "causal_lm_types", "routed",
            "shrink", "tiny_config", "tiny_model", "padded_batch", "OVERRIDES", "LAYERS", "HIDDEN", "HEADS",

@@ -34,7 +34,7 @@ files are read.
 
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from torch import nn
 
@@ -59,7 +59,7 @@ class Inferred:
     attn_layers: tuple[int, ...]  # blocks that have an attention module (all, unless hybrid)
 
 
-@lru_cache(maxsize=None)
+@cache
 def calls_interface(cls: type) -> bool:
     """Whether `cls.forward` dispatches through transformers' attention interface."""
     try:

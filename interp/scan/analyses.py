@@ -6,6 +6,8 @@ per-head `Metric`s. Units are combined in a fixed order from their saved JSON, s
 produces exactly the numbers of an uninterrupted one.
 """
 
+from dataclasses import dataclass
+
 from interp.analyze import heads as _heads
 from interp.scan.registry import AnalysisResult, Context, Metric, register
 
@@ -58,7 +60,6 @@ def _chunk_rows(ctx: Context, model, ids, default: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- sinks
-from dataclasses import dataclass
 
 
 @dataclass

@@ -5,7 +5,7 @@ import torch
 from tiny import padded_batch, tiny_model
 
 from interp.analyze.sinks import SinkConfig, find_sinks, passages
-from interp.errors import InterpError, IndexOutOfRangeError
+from interp.errors import IndexOutOfRangeError, InterpError
 
 
 def reference_alphas(model, batch):

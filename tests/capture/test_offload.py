@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tiny import padded_batch, tiny_model
 
 import interp
-from tiny import padded_batch, tiny_model
 
 pytestmark = pytest.mark.fast
 

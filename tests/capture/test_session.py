@@ -5,12 +5,12 @@ import tracemalloc
 
 import pytest
 import torch
+from tiny import padded_batch, tiny_model
 
 import interp
 from interp import Patch, Patterns, Probe
 from interp.capture import context
 from interp.errors import IndexOutOfRangeError, PromptTooLongError
-from tiny import padded_batch, tiny_model
 
 pytestmark = pytest.mark.fast
 

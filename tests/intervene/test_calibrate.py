@@ -18,8 +18,14 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 import interp
 from interp.capture import Patterns
 from interp.errors import IndexOutOfRangeError
-from interp.intervene.calibrate import (Calibration, CalibrationError, calibrate, model_identity, parse_heads,
-                                        rebalance)
+from interp.intervene.calibrate import (
+    Calibration,
+    CalibrationError,
+    calibrate,
+    model_identity,
+    parse_heads,
+    rebalance,
+)
 
 pytestmark = pytest.mark.fast
 

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 import interp
-from interp.errors import CorruptModelError, ModelNotFoundError, PromptTooLongError, UnsupportedArchitectureError
+from interp.errors import (
+    CorruptModelError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    UnsupportedArchitectureError,
+)
 from interp.models import zoo
 
 

@@ -84,7 +84,6 @@ def test_compare_smollm2_plain_vs_calibrated(smollm2_scans, tmp_path):
 
 @pytest.mark.fast
 def test_scan_calibration_bad_input_exits_2(tmp_path, capsys):
-    from interp import Calibration
 
     out = tmp_path / "scan"
     assert main(["scan", "--calibration", str(tmp_path / "missing.json"), "--out", str(out), "--quiet"]) == 2

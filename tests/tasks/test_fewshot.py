@@ -5,8 +5,16 @@ import torch
 
 from interp.cli import main
 from interp.errors import InterpError
-from interp.tasks.fewshot import (TASKS, Example, UnknownTaskError, bootstrap_ci, evaluate, get_task,
-                                  label_token_ids, make_split)
+from interp.tasks.fewshot import (
+    TASKS,
+    Example,
+    UnknownTaskError,
+    bootstrap_ci,
+    evaluate,
+    get_task,
+    label_token_ids,
+    make_split,
+)
 
 
 @pytest.mark.fast
