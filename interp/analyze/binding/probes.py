@@ -43,17 +43,16 @@ def key_positions(tokenizer, prompts: list[BindingPrompt], input_ids: Int[Tensor
     """Token index of the queried key in the context, the question line and the restatement.
 
     The restatement's key is its last occurrence, the question's the one before; the context's is
-    the occurrence of the context group's key (`keys[query]`). Keys must be single tokens.
+    the one in the context. Keys must be single tokens.
     """
     out = {site: [] for site in SITES}
     for row, p in zip(input_ids.tolist(), prompts):
         if p.format != "plain":
             raise InterpError("key positions are found in plain-format prompts only; use format='plain'.")
-        qkey, rkey = _question_key(p), p.keys[p.query]
-        ids = {k: _ids(tokenizer, k) for k in {qkey, rkey}}
-        rest = max(i for i, t in enumerate(row) if t in ids[rkey])
-        ques = max(i for i, t in enumerate(row[:rest]) if t in ids[qkey])
-        ctx = max(i for i, t in enumerate(row[:ques]) if t in ids[qkey])
+        ids = _ids(tokenizer, p.keys[p.query])
+        rest = max(i for i, t in enumerate(row) if t in ids)
+        ques = max(i for i, t in enumerate(row[:rest]) if t in ids)
+        ctx = max(i for i, t in enumerate(row[:ques]) if t in ids)
         for site, pos in zip(SITES, (ctx, ques, rest)):
             out[site].append(pos)
     return {site: torch.tensor(v) for site, v in out.items()}
@@ -64,10 +63,6 @@ def _ids(tokenizer, key: str) -> set[int]:
     forms = {key, " " + key, key[:1].upper() + key[1:], " " + key[:1].upper() + key[1:]}
     ids = {tuple(tokenizer(f, add_special_tokens=False).input_ids) for f in forms}
     return {i[0] for i in ids if len(i) == 1}
-
-
-def _question_key(p: BindingPrompt) -> str:
-    return getattr(p, "_question_key", None) or p.keys[p.query]
 
 
 @dataclass
@@ -109,9 +104,7 @@ def _conflicting(task: BindingTask, n: int, rng: random.Random) -> tuple[Binding
     say = task.render(replace(p, query=j))
     q_line = ask.text.rsplit("\n", 1)[0]
     text = q_line + "\n" + say.text.rsplit("\n", 1)[1]
-    prompt = replace(say, text=text)
-    object.__setattr__(prompt, "_question_key", p.keys[i])
-    return prompt, i, j
+    return replace(say, text=text), i, j
 
 
 @torch.no_grad()
@@ -150,3 +143,39 @@ def key_knockout(model, tokenizer, task: BindingTask, *, layer: int, n: int = 8,
                 logits = m.hf(**batch).logits[:, -1]
             hits[site] += int((logits.gather(1, tp.candidates).argmax(-1) == target).sum())
     return {site: v / count for site, v in hits.items()} | {"count": count}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m interp.analyze.binding.probes --out FILE`: key probes + generalisation of the organism."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from interp.analyze.binding.generalise import generalisation
+    from interp.organisms.binding import DEFAULT_DIR, load_organism
+    from interp.tasks.binding import TEMPLATES
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", type=Path, default=DEFAULT_DIR, help="a binding organism directory")
+    parser.add_argument("--count", type=int, default=200, help="prompts per cell")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    model, tok = load_organism(args.model)
+    doc: dict = {"command": f"python -m interp.analyze.binding.probes --count {args.count} --out {args.out}",
+                 "n": 8, "count": args.count, "conflict": {}, "knockout": {}}
+    for name in TEMPLATES:
+        task = BindingTask(name, tok)
+        doc["conflict"][name] = key_conflict(model, tok, task, n=8, count=args.count)
+        doc["knockout"][name] = {layer: key_knockout(model, tok, task, layer=layer, n=8, count=args.count)
+                                 for layer in (0, 1)}
+    doc["generalisation"] = generalisation(model, tok, list(TEMPLATES), count=args.count)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1))
+    print(json.dumps({k: doc[k] for k in ("conflict", "knockout")}, indent=1))
+    for r in doc["generalisation"]:
+        print(f"{r['template']:8s} {r['variant']:20s} n={r['n']:2d} {r['accuracy']:.3f} "
+              f"[{r['low']:.3f}, {r['high']:.3f}]")
+
+
+if __name__ == "__main__":
+    main()
