@@ -3,7 +3,8 @@
 - `patching`: the interchange intervention (engine `Patch`, local hooks, nnsight);
 - `sweep`: outcome labels, the per-n layer sweep, shares with Wilson intervals;
 - `mixing`: the causal mixing model, fitted and compared per subset of its terms;
-- `probes`: interventions that test the documented mechanism of the binding organism;
+- `probes`: key conflict and key knockout, interventions that test where a model gathers the key;
+- `generalise`: accuracy beyond the training prompts (more groups, paraphrases, formats);
 - `analysis`: `analyze_binding`, the whole run; `figures`: plotly figures of a result.
 
     >>> from interp.analyze.binding import BindingConfig, analyze_binding   # doctest: +SKIP
