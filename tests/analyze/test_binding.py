@@ -25,6 +25,7 @@ from interp.analyze.binding import (
 )
 from interp.capture import Patch, capture
 from interp.cli.binding import add_arguments as add_binding_arguments
+from interp.cli.binding import command
 from interp.errors import IndexOutOfRangeError, InterpError
 from interp.organisms.binding import OrganismConfig, build_model, build_tokenizer
 from interp.tasks.binding import BindingTask, tokenize_prompts
@@ -208,6 +209,10 @@ def test_cli_arguments():
     args = parser.parse_args(["smollm2", "--task", "foods", "--groups", "3,5,10", "--layers", "20,22"])
     assert args.groups == (3, 5, 10) and args.layers == [20, 22] and args.task == "foods"
     assert parser.parse_args(["m"]).layers == "auto"
+    assert args.pairs == 400 and args.per_position is None
+    assert command(args) == ("interp binding smollm2 --task foods --format auto --groups 3,5,10 --layers 20,22 "
+                             "--pairs 400 --accuracy-per-position 10 --seed 0 --out runs/binding")
+    assert "--per-position 6" in command(parser.parse_args(["m", "--per-position", "6"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["m", "--groups", "three"])
     with pytest.raises(SystemExit):
