@@ -23,7 +23,7 @@ import torch
 
 from interp.analyze.binding.mixing import MixingData, TermComparison, compare_terms
 from interp.analyze.binding.patching import decoder_layers
-from interp.analyze.binding.sweep import LABELS, Sweep, sweep
+from interp.analyze.binding.sweep import LABELS, Sweep, share_interval, sweep
 from interp.errors import InterpError, check_index
 from interp.models.model import as_model
 from interp.tasks.binding import BindingTask, accuracy
@@ -101,23 +101,34 @@ class BindingResult:
         lines = [f"### {self.config.template} / {self.config.format}", "", self.accuracy.table(), "",
                  (f"Binding read at layer {self.read_layer} (largest gain of the positional + lexical share "
                   "over the unpatched labels)."), "", self.shares_table(), "",
-                 ("Positional / lexical / reflexive share by positional group p (unpatched positional share "
-                  "in brackets):"), ""]
+                 ("Shares by positional group p at the read layer, 95% Wilson intervals (unpatched positional "
+                  "share last):"), ""]
         for n, s in self.sweeps.items():
-            pat, base = s.by_position(self.read_layer), s.by_position(None)
-            cells = [f"{a['positional']:.2f}/{a['lexical']:.2f}/{a['reflexive']:.2f} ({b['positional']:.2f})"
-                     for a, b in zip(pat, base)]
-            lines.append(f"- n={n}: " + ", ".join(f"p{p}: {c}" for p, c in enumerate(cells)))
+            lines += [f"| n={n}, p | pairs | positional | lexical | reflexive | unpatched positional |",
+                      "|---|---|---|---|---|---|"]
+            labels, base = s.labels(self.read_layer), s.labels(None)
+            for p in range(n):
+                idx = [i for i, cf in enumerate(s.pairs) if cf.positional == p]
+                cells = [_share_cell([labs[i] for i in idx], k) for labs, k in
+                         ((labels, "positional"), (labels, "lexical"), (labels, "reflexive"), (base, "positional"))]
+                lines.append(f"| {p} | {len(idx)} | " + " | ".join(cells) + " |")
+            lines.append("")
         if self.terms is not None:
-            lines += ["", (f"Mixing model at layer {self.fit['layer']}, every subset of its terms fitted on "
+            lines += [(f"Mixing model at layer {self.fit['layer']}, every subset of its terms fitted on "
                            f"{self.terms.n_train} prompts, scored on {self.terms.n_heldout} held-out prompts "
-                           f"(bold: fewest terms not worse than the best):"), "", self.terms.table()]
+                           f"(bold: the fewest terms not clearly 0.01 below the best):"), "", self.terms.table()]
         return "\n".join(lines)
 
     def figures(self) -> dict:
         from interp.analyze.binding.figures import figures
 
         return figures(self)
+
+
+def _share_cell(labels: list[str], label: str) -> str:
+    """'share [low, high]' of `label` among `labels` (95% Wilson)."""
+    low, high = share_interval(labels.count(label), len(labels))
+    return f"{labels.count(label) / max(len(labels), 1):.2f} [{low:.2f}, {high:.2f}]"
 
 
 def choose_read_layer(sweeps: dict[int, Sweep]) -> int:
