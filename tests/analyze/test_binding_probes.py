@@ -22,7 +22,6 @@ from interp.tasks.binding import BindingTask, tokenize_prompts
 
 @pytest.fixture(scope="module")
 def organism():
-    torch.set_num_threads(1)
     return load_organism()
 
 
