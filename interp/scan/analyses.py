@@ -257,5 +257,9 @@ def binding(model, config: BindingScan, ctx: Context) -> AnalysisResult:
     metric = Metric(scores, role="binding read here", columns=list(LABELS),
                     description=f"share of patched predictions per mechanism, n={config.n} groups, by layer")
     summary = {"read_layer": res["read_layer"], "unpatched_shares": res["unpatched_shares"],
-               "accuracy": res["accuracy"]}
+               "accuracy": res["accuracy"], "pairs": res.get("pairs"),
+               "intervals_at_read_layer": res.get("intervals_at_read_layer"),
+               "mixing_terms": {name: [row["heldout"], row["low"], row["high"]]
+                                for name, row in res.get("fit", {}).get("rows", {}).items()},
+               "mixing_chosen": res.get("fit", {}).get("chosen")}
     return AnalysisResult({"mechanism_shares": metric}, primary="mechanism_shares", summary=summary)

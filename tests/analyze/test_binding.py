@@ -9,22 +9,23 @@ from scipy.spatial.distance import jensenshannon
 
 from interp.analyze.binding import (
     BindingConfig,
+    MixingData,
+    MixingModel,
     Sweep,
     analyze_binding,
+    compare_terms,
+    fit_mixing_model,
+    js_divergence,
     patched_logits,
     patched_logits_nnsight,
     residual_patch,
     residuals,
-)
-from interp.analyze.binding_cli import add_binding_arguments
-from interp.analyze.binding_model import (
-    MixingData,
-    MixingModel,
-    fit_mixing_model,
-    js_divergence,
+    share_interval,
     uniform_score,
 )
 from interp.capture import Patch, capture
+from interp.cli.binding import add_arguments as add_binding_arguments
+from interp.cli.binding import command
 from interp.errors import IndexOutOfRangeError, InterpError
 from interp.organisms.binding import OrganismConfig, build_model, build_tokenizer
 from interp.tasks.binding import BindingTask, tokenize_prompts
@@ -152,6 +153,33 @@ def test_mixing_model_fit_recovers_a_known_mixture():
 
 
 @pytest.mark.fast
+def test_term_comparison_finds_the_terms_that_generated_the_data():
+    truth = MixingModel(("lexical", "reflexive"))  # no positional term in the data
+    with torch.no_grad():
+        truth.w_lex.fill_(3.0), truth.w_ref.fill_(1.5)
+    cmp = compare_terms(_synthetic(truth, 300, 0), _synthetic(truth, 300, 1), steps=150, restarts=1,
+                        resamples=500)
+    assert cmp.drop["lexical"]["earns_place"] and cmp.drop["reflexive"]["earns_place"]
+    assert not cmp.drop["positional"]["earns_place"] and cmp.drop["lexical"]["significant"]
+    assert cmp.chosen == "lexical+reflexive"
+    row = cmp.rows["lexical+reflexive"]
+    assert row["low"] <= row["heldout"] <= row["high"] and row["heldout"] > 0.99 and row["n_params"] == 2
+    assert cmp.rows["uniform"]["n_params"] == 0 and cmp.rows["positional"]["n_params"] == 4
+    assert abs(cmp.rows["uniform"]["heldout"] - uniform_score(_synthetic(truth, 300, 1))) < 1e-6
+    with pytest.raises(InterpError, match="unknown mixing terms"):
+        MixingModel(("lexicon",))
+
+
+@pytest.mark.fast
+def test_share_interval_is_the_wilson_interval():
+    for k, n in ((0, 10), (7, 40), (200, 400)):  # the closed form, independently of scipy
+        z, p = 1.959963984540054, k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+        np.testing.assert_allclose(share_interval(k, n), (centre - half, centre + half), atol=1e-9)
+
+
+@pytest.mark.fast
 def test_analyze_binding_end_to_end(tiny):
     model, tok, _, _ = tiny
     result = analyze_binding(model, tok, BindingConfig(groups=(3, 4), per_position=2, accuracy_per_position=1,
@@ -163,9 +191,14 @@ def test_analyze_binding_end_to_end(tiny):
         shares = out["shares_at_read_layer"][n]
         assert abs(sum(shares.values()) - 1) < 1e-9
         assert len(out["by_position"][n]["patched"]) == n
-    assert set(out["fit"]["heldout"]) == {"mixing", "positional_only", "uniform"}
+    assert out["pairs"] == {3: 6, 4: 8}
+    assert set(out["fit"]["rows"]) == {"uniform", "positional", "lexical", "reflexive", "positional+lexical",
+                                       "positional+reflexive", "lexical+reflexive", "positional+lexical+reflexive"}
+    assert set(out["fit"]["drop"]) == {"positional", "lexical", "reflexive"}
+    lo, hi = out["intervals_at_read_layer"][3]["lexical"]
+    assert lo <= out["shares_at_read_layer"][3]["lexical"] <= hi
     assert set(result.figures()) == {"sweep", "positions", "fit"}
-    assert "held-out 1-JS" in result.report()
+    assert "held-out 1-JS" in result.report() and "earns its place" in result.report()
 
 
 @pytest.mark.fast
@@ -176,6 +209,10 @@ def test_cli_arguments():
     args = parser.parse_args(["smollm2", "--task", "foods", "--groups", "3,5,10", "--layers", "20,22"])
     assert args.groups == (3, 5, 10) and args.layers == [20, 22] and args.task == "foods"
     assert parser.parse_args(["m"]).layers == "auto"
+    assert args.pairs == 400 and args.per_position is None
+    assert command(args) == ("interp binding smollm2 --task foods --format auto --groups 3,5,10 --layers 20,22 "
+                             "--pairs 400 --accuracy-per-position 10 --seed 0 --out runs/binding")
+    assert "--per-position 6" in command(parser.parse_args(["m", "--per-position", "6"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["m", "--groups", "three"])
     with pytest.raises(SystemExit):

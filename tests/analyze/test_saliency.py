@@ -246,9 +246,9 @@ def test_cli_on_smollm2_writes_table_and_figures(smollm2, tmp_path):
     import argparse
     import json
 
-    from interp.analyze.saliency_cli import add_saliency_arguments, run
+    from interp.cli.saliency import add_arguments, explain
 
-    parser = add_saliency_arguments(argparse.ArgumentParser())
+    parser = add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(
         [
             "smollm2",
@@ -260,13 +260,13 @@ def test_cli_on_smollm2_writes_table_and_figures(smollm2, tmp_path):
             str(tmp_path),
         ]
     )
-    doc = run(args, model=smollm2)
+    doc = explain(args, model=smollm2)
     assert doc["n_tokens"] == 2 and len(doc["pearson_by_head"]) == 30 and len(doc["pearson_by_head"][0]) == 9
     assert {"all_heads", "layer 0", "layer 29"} <= set(doc["agreement"])
     assert json.loads((tmp_path / "agreement.json").read_text())["method"] == "input_x_gradient"
     assert (tmp_path / "heads.html").stat().st_size > 1000 and (tmp_path / "token.html").exists()
     with pytest.raises(InterpError, match="is audio but"):
-        run(
+        explain(
             parser.parse_args(["smollm2", "--input", str(SPEECH / "meeting.wav"), "--out", str(tmp_path)]),
             model=smollm2,
         )

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp.analyze.binding_model import fit_mixing_model
+from interp.analyze.binding.mixing import fit_mixing_model
 
 COLOURS = {"positional": "#1f77b4", "lexical": "#2ca02c", "reflexive": "#d62728", "no effect": "#7f7f7f",
            "other": "#ff7f0e"}
@@ -56,7 +56,7 @@ def fit_figure(result) -> go.Figure:
     n = max(result.sweeps)
     s = result.sweeps[n]
     data = s.mixing_data(result.read_layer, n)
-    model = result.mixing or fit_mixing_model(data, "full", seed=result.config.seed)
+    model = fit_mixing_model(data, "full", seed=result.config.seed)
     with torch.no_grad():
         pred = model(data)
     fig = make_subplots(rows=1, cols=n, subplot_titles=[f"p = {p}" for p in range(n)], shared_yaxes=True)
@@ -67,7 +67,7 @@ def fit_figure(result) -> go.Figure:
         fig.add_trace(go.Bar(x=list(range(n)), y=pred[rows].mean(0).tolist(), name="mixing model",
                              marker_color="#1f77b4", showlegend=p == 0), row=1, col=p + 1)
     fig.update_layout(title=f"n = {n}, layer {result.read_layer}: mean candidate distribution, observed vs model "
-                            "(model fitted on the train split of all n)", barmode="group", height=320)
+                            "(all three terms, fitted on these prompts)", barmode="group", height=320)
     return fig
 
 
