@@ -19,14 +19,15 @@ import shlex
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.tasks.binding import FORMATS, TEMPLATES
+from interp.tasks.binding_templates import FORMATS, TEMPLATES
 
 
 def _groups(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(g) for g in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--groups wants comma-separated integers like 3,5,10, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--groups wants comma-separated integers like 3,5,10, not {text!r}") from None
 
 
 def _layers(text: str):
@@ -35,7 +36,8 @@ def _layers(text: str):
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers wants 'auto' or comma-separated layer indices, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--layers wants 'auto' or comma-separated layer indices, not {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -58,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _load(ref: str):
+    # lazy: start-up (`interp --help` and other commands need none of this)
     import interp
     from interp.organisms.binding import DEFAULT_DIR, load_organism
 
@@ -69,6 +72,7 @@ def _load(ref: str):
 
 def search(model, groups, per_position: int, seed: int, progress: bool = True) -> list:
     """Plain accuracy of every template x format (formats the tokenizer supports)."""
+    # lazy: start-up (`interp --help` and other commands need none of this)
     from interp.tasks.binding import BindingTask, accuracy
 
     reports = []
@@ -97,6 +101,7 @@ def command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point for `interp binding`."""
+    # lazy: start-up (`interp --help` and other commands need none of this)
     from interp.analyze.binding import BindingConfig, analyze_binding
     from interp.analyze.binding import figures as _figures  # noqa: F401  (loaded up front, like the rest)
 

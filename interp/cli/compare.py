@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    # lazy: start-up (`interp --help` and other commands need none of this)
     from interp.report.compare import compare_scans, render_compare, text_summary
     from interp.scan import load_scan
     from interp.scan.store import atomic_write_json, atomic_write_text

@@ -17,11 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from interp.analyze.agreement import pooled_head_grid, pooled_table
-from interp.analyze.saliency import METHODS, SaliencyConfig, explain_speech, explain_text
 from interp.errors import InterpError
+
+# `interp.analyze.saliency.METHODS`, named here so that `--help` loads no torch (a test keeps them equal)
+METHOD_NAMES = ("input_x_gradient", "integrated_gradients", "occlusion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         default="input_x_gradient",
-        choices=sorted(METHODS),
+        choices=METHOD_NAMES,
         help="saliency method (default: input_x_gradient)",
     )
     parser.add_argument(
@@ -79,17 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _load(name: str):
-    import importlib
+    from interp.models.load import load  # lazy: start-up (`interp --help` needs no model code)
 
-    import interp
-
-    load_module = importlib.import_module("interp.models.load")
-
-    if name == "whisper-tiny.en" and name not in load_module.EMBEDDED:  # until interp.load registers it
-        from interp.models import whisper_ct2
-
-        load_module.EMBEDDED[name] = whisper_ct2.embedded
-    return interp.load(name)
+    return load(name)  # "whisper-tiny.en" is one of load's embedded models
 
 
 def explain(args: argparse.Namespace, model=None) -> dict:
@@ -97,6 +88,11 @@ def explain(args: argparse.Namespace, model=None) -> dict:
 
     `model` (an already loaded `interp.Model`) skips loading `args.model`.
     """
+    import torch  # lazy: start-up (`interp saliency --help` loads none of this)
+
+    from interp.analyze.agreement import pooled_head_grid, pooled_table
+    from interp.analyze.saliency import METHODS, SaliencyConfig, explain_speech, explain_text
+
     if args.method not in METHODS:
         raise InterpError(f"Unknown saliency method {args.method!r}; choose one of {', '.join(METHODS)}.")
     cfg = SaliencyConfig(
@@ -111,6 +107,7 @@ def explain(args: argparse.Namespace, model=None) -> dict:
     reports = []
     for item in args.input:
         if item.lower().endswith(".wav"):
+            # lazy: start-up (`interp --help` and other commands need none of this)
             from interp.tasks.speech import load_wav
 
             if not m.hf.config.is_encoder_decoder:

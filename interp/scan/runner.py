@@ -17,12 +17,13 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 from interp.capture.budget import parse_bytes
 from interp.errors import InterpError
-from interp.intervene.calibrate import Calibration
+from interp.intervene.calibrate import Calibration, calibrate
 from interp.models.load import load
 from interp.models.model import Model
 from interp.progress import bar as progress_bar
@@ -224,10 +225,6 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
 
 def _calibrated(model, calibration):
     """`interp.calibrate(model, calibration)`, or nothing when there is no calibration."""
-    from contextlib import nullcontext
-
-    from interp.intervene.calibrate import calibrate
-
     return nullcontext() if calibration is None else calibrate(model, calibration)
 
 

@@ -8,7 +8,7 @@ import pytest
 from interp.cli import COMMANDS, build_parser
 
 HEAVY = ("torch", "transformers")
-LIGHT = [c for c in COMMANDS if c not in ("binding", "saliency")]  # those two import their analyzers eagerly
+LIGHT = list(COMMANDS)
 
 
 def _imported_after(code: str) -> set[str]:
@@ -41,3 +41,11 @@ def test_every_registered_command_parses_its_help():
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([command, "--help"])
         assert exit_.value.code == 0
+
+
+@pytest.mark.fast
+def test_saliency_cli_names_every_method():
+    from interp.analyze.saliency import METHODS
+    from interp.cli.saliency import METHOD_NAMES
+
+    assert sorted(METHOD_NAMES) == sorted(METHODS)

@@ -120,7 +120,7 @@ class BindingResult:
         return "\n".join(lines)
 
     def figures(self) -> dict:
-        from interp.analyze.binding.figures import figures
+        from interp.analyze.binding.figures import figures  # lazy: start-up (plotly)
 
         return figures(self)
 

@@ -27,11 +27,13 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interp.analyze.binding.generalise import generalisation
 from interp.axes import Pattern
 from interp.capture import AttentionCall, Probe, capture
 from interp.errors import InterpError
 from interp.models.model import as_model
-from interp.tasks.binding import BindingPrompt, BindingTask, tokenize_prompts
+from interp.organisms.binding import DEFAULT_DIR, load_organism
+from interp.tasks.binding import TEMPLATES, BindingPrompt, BindingTask, tokenize_prompts
 
 __all__ = ["SITES", "KeyKnockout", "key_conflict", "key_knockout", "key_positions"]
 
@@ -150,10 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
     from pathlib import Path
-
-    from interp.analyze.binding.generalise import generalisation
-    from interp.organisms.binding import DEFAULT_DIR, load_organism
-    from interp.tasks.binding import TEMPLATES
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", type=Path, default=DEFAULT_DIR, help="a binding organism directory")
