@@ -71,6 +71,7 @@ def run(args) -> int:
     from interp.analyze.prune import PruneConfig, check_top_k, heldout_windows, prune_experiment
     from interp.analyze.retrieval import RetrievalScores, retrieval_scores
     from interp.intervene.ablate import mean_z
+    from interp.parallel import is_main
     from interp.tasks.niah import (
         DEFAULT_HAYSTACK,
         HELDOUT_TEXT,
@@ -96,7 +97,7 @@ def run(args) -> int:
         scores = RetrievalScores.from_json(args.scores, n_layers=n_layers, n_heads=n_heads, model=m.name)
     else:
         checkpoint = out / "scan_trials.jsonl"
-        if not args.resume and checkpoint.exists():
+        if not args.resume and checkpoint.exists() and is_main():
             checkpoint.unlink()
         trials = build_trials(
             m.tokenizer,
@@ -116,8 +117,9 @@ def run(args) -> int:
             f"scan: {scores.n_trials} trials, {len(scores.trial_ids)} recalled ({scores.success_rate:.0%}) "
             f"in {time.perf_counter() - t0:.0f} s (this run)"
         )
-        scores.save(out / "retrieval_heads.json")
-        scores.figure().write_html(out / "retrieval_heads.html", include_plotlyjs=True)
+        if is_main():  # under torchrun rank 0 alone writes
+            scores.save(out / "retrieval_heads.json")
+            scores.figure().write_html(out / "retrieval_heads.html", include_plotlyjs=True)
     print(
         f"heads over 0.1: {scores.fraction_over(0.1):.1%}; top 10: "
         + ", ".join(f"{l}-{h} ({s:.2f})" for l, h, s in scores.top(10))
@@ -148,7 +150,8 @@ def run(args) -> int:
             m, [{"input_ids": ref[i : i + args.batch_size]} for i in range(0, len(ref), args.batch_size)]
         )
     result = prune_experiment(m, scores, eval_trials, heldout, config, progress=progress, means=means)
-    result.save(out)
+    if is_main():
+        result.save(out)
     print(result.table())
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0
