@@ -89,6 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def add_device_map_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device-map`, `--device-memory`, `--offload-folder`: a model too big for one device (accelerate)."""
+    parser.add_argument("--device-map", default=None,
+                        help="spread layers over devices: auto | balanced | sequential | a JSON file {module: device}")
+    parser.add_argument("--device-memory", default=None, metavar="DEV=SIZE,...",
+                        help="per-device cap for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    parser.add_argument("--offload-folder", default=None, help="where --device-map puts layers that fit nowhere")
+
+
+def device_map_kwargs(args) -> dict:
+    """The `interp.load` keywords the device-map flags ask for."""
+    # lazy: start-up
+    from interp.models.load import device_map_kwargs as kwargs
+
+    return kwargs(args.device_map, args.device_memory, args.offload_folder)
+
+
 def _run_rank(args) -> int:
     """Join torchrun's process group, run the command (stdout kept from rank 0 alone), leave the group."""
     # lazy: start-up (torch is imported only under torchrun)

@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 
+from interp.cli import add_device_map_arguments, device_map_kwargs
 from interp.errors import InterpError, check_out_dir
 
 
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="folder holding sst2/ agnews/ trec/ (default: the shipped data/fewshot)")
     parser.add_argument("--out", help="output folder (default runs/calibrate-TASK)")
     parser.add_argument("--device", default="cpu")
+    add_device_map_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out or f"runs/calibrate-{task.name}")  # before any computation
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
-        model = interp.load(args.model, device=local_device(args.device))
+        model = interp.load(args.model, device=local_device(args.device), **device_map_kwargs(args))
     progress = not args.no_progress
     started = time.time()
 

@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from interp.cli import add_device_map_arguments, device_map_kwargs
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -59,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ppl-window", type=int, default=256, help="tokens per held-out window")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse scan trials finished in --out (default); --no-resume starts the scan over")
+    add_device_map_arguments(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -87,7 +90,7 @@ def run(args) -> int:
     progress = not args.no_progress
     haystack = Path(args.haystack) if args.haystack else DEFAULT_HAYSTACK
     read_haystack(haystack)  # a missing file fails here, before the model loads
-    m = interp.load(args.model)
+    m = interp.load(args.model, **device_map_kwargs(args))
     n_layers, n_heads = m.adapter.n_layers(), m.adapter.n_heads
     check_top_k(args.top_k, n_layers * n_heads)
     needles = NEEDLES[: args.needles] if args.needles else NEEDLES

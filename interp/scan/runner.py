@@ -79,6 +79,7 @@ def run_scan(
     report: bool = True,
     examples: bool = True,
     calibration=None,
+    load_kwargs: dict | None = None,
 ) -> dict:
     """Run analyses on `model` (an `interp.Model` or a reference for `interp.load`); return the scan document.
 
@@ -86,6 +87,7 @@ def run_scan(
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
     calibration: an `interp.Calibration` or the path of a `calibration.json` (`interp calibrate`): every
     analysis then runs on the calibrated model, and `settings["calibration"]` records it.
+    load_kwargs: more `interp.load` keywords, e.g. `{"device_map": "auto", "max_memory": {...}}`.
     """
     out = Path(out)
     # every setting is checked before anything touches the disk
@@ -105,7 +107,7 @@ def run_scan(
     fresh = on_main(prepare)  # under torchrun rank 0 alone touches the disk
     try:
         return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget,
-                     progress if is_main() else False, report, examples, calibration)
+                     progress if is_main() else False, report, examples, calibration, load_kwargs or {})
     except BaseException:
         if is_main():
             if fresh:
@@ -143,7 +145,7 @@ def _forget_unstarted(out: Path) -> None:
 
 
 def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
-          examples, calibration) -> dict:
+          examples, calibration, load_kwargs) -> dict:
     import torch
 
     doc_path = out / "scan.json"
@@ -160,7 +162,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if previous is not None and config is None:  # resume with the earlier run's settings
         configs = {a.name: a.make_config(previous["settings"]["config"].get(a.name)) for a in chosen}
     if not isinstance(model, Model):
-        model = load(model, device=local_device(device), dtype=_dtype(dtype))
+        model = load(model, device=local_device(device), dtype=_dtype(dtype), **load_kwargs)
     settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
                           "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
                           "max_memory": max_memory, "config": {n: asdict(c) for n, c in configs.items()}})
