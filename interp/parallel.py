@@ -11,11 +11,18 @@ same prompts), the merged result is identical to a single-process run.
 
 Under torchrun call `init()` first (gloo on CPU, NCCL on GPU; each rank takes GPU `LOCAL_RANK`).
 Results travel with `all_gather_object`, so keep them small (statistics, scores) and on CPU.
+
+`map_units` is the general form the analyzers use: named work units (a batch of trials, one ablation
+condition, one candidate head set) are dealt round-robin, computed in rounds of `world` units, and
+every finished round is handed to `on_done` in unit order on every rank (rank 0 saves it, so a killed
+run resumes from the last finished round). `check_same` fails every rank when their settings differ.
 """
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,16 +34,137 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class ParallelError(InterpError):
+    """A data-parallel run that cannot go on: bad backend, more ranks than work, ranks that disagree."""
+
+
 def init(backend: str | None = None) -> tuple[int, int]:
-    """Join the process group torchrun describes (no-op alone); return `(rank, world_size)`."""
+    """Join the process group torchrun describes (no-op alone); return `(rank, world_size)`.
+
+    `backend` (or the environment variable `INTERP_DIST_BACKEND`): "gloo" or "nccl"; default NCCL
+    when CUDA is available, else gloo.
+    """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1
     if not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        backend = backend or os.environ.get("INTERP_DIST_BACKEND") or (
+            "nccl" if torch.cuda.is_available() else "gloo")
+        if backend not in ("gloo", "nccl"):
+            raise ParallelError(f"unknown torch.distributed backend {backend!r}; use gloo (CPU) or nccl (GPU).")
+        if backend == "nccl" and not torch.cuda.is_available():
+            raise ParallelError("NCCL needs CUDA GPUs and this machine has none; use INTERP_DIST_BACKEND=gloo "
+                                "(CPU ranks) or run on GPU machines.")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def finish() -> None:
+    """Leave the process group `init` joined (no-op alone)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that writes files and shows progress."""
+    return rank_and_world()[0] == 0
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (`obj` itself in a single process)."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(fn: Callable[[], R]) -> R:
+    """`fn()` run on rank 0 only, its result (or its `InterpError`) on every rank."""
+    if rank_and_world()[1] == 1:
+        return fn()
+    outcome: tuple = (None, None)
+    if is_main():
+        try:
+            outcome = (fn(), None)
+        except InterpError as err:
+            outcome = (None, err)
+    value, err = broadcast(outcome)
+    if err is not None:
+        raise err
+    return value
+
+
+def local_device(device: str) -> str:
+    """Under torchrun, "cuda" means this rank's GPU (`cuda:LOCAL_RANK`); other names are kept."""
+    if device == "cuda" and rank_and_world()[1] > 1:
+        return f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    return device
+
+
+def check_same(settings: Any, what: str = "settings") -> None:
+    """Raise `ParallelError` on every rank unless all ranks pass the same (JSON-able) `settings`."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    every: list[str | None] = [None] * world
+    dist.all_gather_object(every, digest)
+    odd = [r for r, d in enumerate(every) if d != every[0]]
+    if odd:
+        raise ParallelError(f"ranks {odd} were started with other {what} than rank 0; start every rank with the "
+                            f"same command line and files.")
+
+
+def check_work(n_units: int, what: str, hint: str = "") -> None:
+    """Raise `ParallelError` when there are more ranks than `n_units` work units of `what`."""
+    world = rank_and_world()[1]
+    if world > n_units:
+        raise ParallelError(f"{world} ranks but only {n_units} {what} to share; start at most {n_units} "
+                            f"processes (--nproc-per-node){' or ' + hint if hint else ''}.")
+
+
+def map_units(
+    fn: Callable[[T], R],
+    units: Sequence[T],
+    *,
+    cached: Callable[[int], R | None] | None = None,
+    on_done: Callable[[int, R], None] | None = None,
+) -> list[R]:
+    """`[fn(u) for u in units]` with the units dealt round-robin over the ranks; the list on every rank.
+
+    `cached(i)` (asked on rank 0 only) returns a saved result of unit `i` or None; the rest run in rounds
+    of `world` units, and after each round `on_done(i, result)` is called for its units in order, on
+    every rank (guard writes with `is_main()`). Results must pickle; tensors come back on CPU.
+
+        >>> map_units(lambda u: u * u, [1, 2, 3])
+        [1, 4, 9]
+    """
+    rank, world = rank_and_world()
+    saved = {}
+    if cached is not None and rank == 0:
+        saved = {i: r for i in range(len(units)) if (r := cached(i)) is not None}
+    saved = broadcast(saved)
+    todo = [i for i in range(len(units)) if i not in saved]
+    results = dict(saved)
+    for start in range(0, len(todo), world):
+        round_ = todo[start:start + world]
+        mine = {i: _to_cpu(fn(units[i])) for i in round_[rank:rank + 1]}
+        if world > 1:
+            gathered: list[dict | None] = [None] * world
+            dist.all_gather_object(gathered, mine)
+            mine = {i: r for part in gathered for i, r in part.items()}
+        for i in round_:
+            results[i] = mine[i]
+            if on_done is not None:
+                on_done(i, mine[i])
+    return [results[i] for i in range(len(units))]
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -30,6 +30,7 @@ from interp.capture import capture
 from interp.errors import InterpError
 from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
+from interp.parallel import check_same, check_work, is_main, map_units
 from interp.tasks.niah import Trial
 
 Head = tuple[int, int]
@@ -285,6 +286,8 @@ def prune_experiment(
     """Run the experiment (see the module docstring); rows: baseline, then per K top and random draws.
 
     `means`: per-layer mean head outputs for `mode="mean"` (from `interp.intervene.mean_z`).
+    Under torchrun (`interp.parallel.init()` first) the conditions (rows) are dealt to the ranks and
+    every rank returns the whole result, equal to one process's.
     """
     m = as_model(model)
     config = config or PruneConfig()
@@ -306,14 +309,20 @@ def prune_experiment(
             ("random", k, d, draw_random_heads(n_layers, n_heads, exclude, k, rng))
             for d in range(config.random_draws)
         ]
-    rows = []
-    for i, (condition, k, draw, heads) in enumerate(plan):
-        label = progress and f"[{i + 1}/{len(plan)}] {condition} K={k}" + (
+    check_same({"plan": plan, "trials": [t.id for t in trials], "heldout": heldout.tolist(), "config": repr(config)},
+               "pruning settings")
+    check_work(len(plan), "ablation conditions", "use fewer processes")
+
+    def row(i: int) -> PruneRow:  # one condition: NIAH accuracy and perplexity, computed alike on any rank
+        condition, k, draw, heads = plan[i]
+        label = progress and is_main() and f"[{i + 1}/{len(plan)}] {condition} K={k}" + (
             f" draw {draw}" if condition == "random" else ""
         )
         acc, recall = niah_accuracy(m, trials, heads, config, progress=label, means=means)
         ppl = perplexity(m, heldout, heads, config, means=means)
-        rows.append(PruneRow(condition, k, draw, heads, acc, recall, ppl))
+        return PruneRow(condition, k, draw, heads, acc, recall, ppl)
+
+    rows = map_units(row, range(len(plan)))
     return PruneResult(rows, len(trials), config, m.name)
 
 

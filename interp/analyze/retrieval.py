@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.analyze.decoding import PrefixCache
 from interp.analyze.trials import (  # the runner; re-exported here, where the score is defined
     RECALL_THRESHOLD,
     DecodeArgmax,
@@ -45,6 +46,8 @@ from interp.analyze.trials import (  # the runner; re-exported here, where the s
 from interp.axes import head_label, parse_head
 from interp.errors import InterpError
 from interp.models.model import as_model
+from interp.parallel import check_same, check_work, is_main, map_units, on_main
+from interp.progress import bar as progress_bar
 from interp.tasks.niah import Trial
 
 
@@ -189,30 +192,44 @@ def retrieval_scores(
 ) -> RetrievalScores:
     """Score every head over `trials` (see the module docstring).
 
+    Under torchrun (`interp.parallel.init()` first) the batches of trials (`batch_size` each, in
+    `prefix_order`) are dealt to the ranks; the scores equal one process's; rank 0 alone writes
+    `checkpoint` and shows progress.
+
     `checkpoint`: a JSONL file; finished trials are appended as they complete and skipped on a
     rerun, so an interrupted scan resumes instead of starting over.
     """
     m = as_model(model)
     if not trials:
         raise InterpError("no trials to score; build some with interp.tasks.niah.build_trials.")
-    done = load_checkpoint(checkpoint) if checkpoint else {}
-    todo = [t for t in trials if t.id not in done]
-    sink = _open_append(checkpoint) if checkpoint else None
+    check_same({"trials": [t.id for t in trials], "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                "model": m.name}, "trials or retrieval settings")
+    done = on_main(lambda: load_checkpoint(checkpoint) if checkpoint else {})
+    order = prefix_order([t for t in trials if t.id not in done])
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if groups:
+        check_work(len(groups), f"batches of {batch_size} trials", "lower batch_size")
+    sink = _open_append(checkpoint) if checkpoint and is_main() else None
+
+    def unit(group: Sequence[Trial]) -> list[TrialResult]:
+        # a fresh prefix cache per batch: each batch is computed alike alone, resumed, or on any rank
+        return [r for results in run_trials(m, group, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                            score=True, progress=False, prefix=PrefixCache()) for r in results]
+
     try:
-        for results in run_trials(
-            m,
-            todo,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            score=True,
-            progress=progress and "retrieval scan",
-        ):
-            for r in results:
-                done[r.id] = r
+        with progress_bar(enabled=progress and is_main()) as bar:
+            task = bar.add_task("retrieval scan", total=len(order))
+
+            def finished(i: int, results: list[TrialResult]) -> None:
+                for r in results:
+                    done[r.id] = r
+                    if sink:
+                        sink.write(json.dumps(r.to_json()) + "\n")
                 if sink:
-                    sink.write(json.dumps(r.to_json()) + "\n")
-            if sink:
-                sink.flush()
+                    sink.flush()
+                bar.advance(task, len(results))
+
+            map_units(unit, groups, on_done=finished)
     finally:
         if sink:
             sink.close()

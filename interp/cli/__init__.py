@@ -15,8 +15,10 @@ Each subcommand module `interp/cli/NAME.py` defines `add_arguments(parser)` and 
 
 import argparse
 import ast
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 
 from interp.errors import InterpError, check_out_dir
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "out", None) is not None:
             check_out_dir(args.out)
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under torchrun: one rank of a data-parallel run
+            return _run_rank(args)
         return int(args._run(args) or 0)
     except InterpError as err:
         message = " ".join(str(err).split())  # one line, whatever the message holds
@@ -83,6 +87,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interp {args.command}: interrupted; finished work is saved (rerun with --resume where supported).",
               file=sys.stderr)
         return 130
+
+
+def add_device_map_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device-map`, `--device-memory`, `--offload-folder`: a model too big for one device (accelerate)."""
+    parser.add_argument("--device-map", default=None,
+                        help="spread layers over devices: auto | balanced | sequential | a JSON file {module: device}")
+    parser.add_argument("--device-memory", default=None, metavar="DEV=SIZE,...",
+                        help="per-device cap for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    parser.add_argument("--offload-folder", default=None, help="where --device-map puts layers that fit nowhere")
+
+
+def device_map_kwargs(args) -> dict:
+    """The `interp.load` keywords the device-map flags ask for."""
+    # lazy: start-up
+    from interp.models.load import device_map_kwargs as kwargs
+
+    return kwargs(args.device_map, args.device_memory, args.offload_folder)
+
+
+def _run_rank(args) -> int:
+    """Join torchrun's process group, run the command (stdout kept from rank 0 alone), leave the group."""
+    # lazy: start-up (torch is imported only under torchrun)
+    from interp import parallel
+
+    rank, _ = parallel.init()
+    try:
+        with open(os.devnull, "w") as null, contextlib.ExitStack() as quiet:
+            if rank:  # rank 0 alone prints; every rank's errors still reach stderr (main's handler)
+                quiet.enter_context(contextlib.redirect_stdout(null))
+                quiet.enter_context(contextlib.redirect_stderr(null))
+            return int(args._run(args) or 0)
+    finally:
+        parallel.finish()
 
 
 if __name__ == "__main__":

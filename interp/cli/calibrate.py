@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 
+from interp.cli import add_device_map_arguments, device_map_kwargs
 from interp.errors import InterpError, check_out_dir
 
 
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="folder holding sst2/ agnews/ trec/ (default: the shipped data/fewshot)")
     parser.add_argument("--out", help="output folder (default runs/calibrate-TASK)")
     parser.add_argument("--device", default="cpu")
+    add_device_map_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.axes import head_label
     from interp.intervene.calibrate import Calibration, calibrate, model_identity, parse_heads
     from interp.intervene.head_search import SearchConfig, search_heads
+    from interp.parallel import is_main, local_device
     from interp.tasks.fewshot import bootstrap_ci, evaluate, get_task, make_split
     from interp.tasks.task_file import read_task_file
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out or f"runs/calibrate-{task.name}")  # before any computation
     split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
-        model = interp.load(args.model, device=args.device)
+        model = interp.load(args.model, device=local_device(args.device), **device_map_kwargs(args))
     progress = not args.no_progress
     started = time.time()
 
@@ -120,10 +123,11 @@ def run(args: argparse.Namespace) -> int:
         "difference": {"accuracy": diff.mean().item(), "ci95": bootstrap_ci(diff, seed=args.seed)},
         "search": search.to_json() if search else None, "seconds": round(time.time() - started, 1),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.calibration:
-        cal.save(out / "calibration.json")
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if is_main():  # under torchrun rank 0 alone writes
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.calibration:
+            cal.save(out / "calibration.json")
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 
     table = Table(title=f"{model.name} · {task.name} · {args.shots}-shot · test n={args.test}")
     for col in ("", "accuracy", "95% CI"):

@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from interp.cli import add_device_map_arguments, device_map_kwargs
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -59,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ppl-window", type=int, default=256, help="tokens per held-out window")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse scan trials finished in --out (default); --no-resume starts the scan over")
+    add_device_map_arguments(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -71,6 +74,7 @@ def run(args) -> int:
     from interp.analyze.prune import PruneConfig, check_top_k, heldout_windows, prune_experiment
     from interp.analyze.retrieval import RetrievalScores, retrieval_scores
     from interp.intervene.ablate import mean_z
+    from interp.parallel import is_main
     from interp.tasks.niah import (
         DEFAULT_HAYSTACK,
         HELDOUT_TEXT,
@@ -86,7 +90,7 @@ def run(args) -> int:
     progress = not args.no_progress
     haystack = Path(args.haystack) if args.haystack else DEFAULT_HAYSTACK
     read_haystack(haystack)  # a missing file fails here, before the model loads
-    m = interp.load(args.model)
+    m = interp.load(args.model, **device_map_kwargs(args))
     n_layers, n_heads = m.adapter.n_layers(), m.adapter.n_heads
     check_top_k(args.top_k, n_layers * n_heads)
     needles = NEEDLES[: args.needles] if args.needles else NEEDLES
@@ -96,7 +100,7 @@ def run(args) -> int:
         scores = RetrievalScores.from_json(args.scores, n_layers=n_layers, n_heads=n_heads, model=m.name)
     else:
         checkpoint = out / "scan_trials.jsonl"
-        if not args.resume and checkpoint.exists():
+        if not args.resume and checkpoint.exists() and is_main():
             checkpoint.unlink()
         trials = build_trials(
             m.tokenizer,
@@ -116,8 +120,9 @@ def run(args) -> int:
             f"scan: {scores.n_trials} trials, {len(scores.trial_ids)} recalled ({scores.success_rate:.0%}) "
             f"in {time.perf_counter() - t0:.0f} s (this run)"
         )
-        scores.save(out / "retrieval_heads.json")
-        scores.figure().write_html(out / "retrieval_heads.html", include_plotlyjs=True)
+        if is_main():  # under torchrun rank 0 alone writes
+            scores.save(out / "retrieval_heads.json")
+            scores.figure().write_html(out / "retrieval_heads.html", include_plotlyjs=True)
     print(
         f"heads over 0.1: {scores.fraction_over(0.1):.1%}; top 10: "
         + ", ".join(f"{l}-{h} ({s:.2f})" for l, h, s in scores.top(10))
@@ -148,7 +153,8 @@ def run(args) -> int:
             m, [{"input_ids": ref[i : i + args.batch_size]} for i in range(0, len(ref), args.batch_size)]
         )
     result = prune_experiment(m, scores, eval_trials, heldout, config, progress=progress, means=means)
-    result.save(out)
+    if is_main():
+        result.save(out)
     print(result.table())
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir())}))
     return 0

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from interp.cli import add_device_map_arguments, device_map_kwargs
 from interp.errors import InterpError
 
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="scan", help="output folder (default: ./scan)")
     parser.add_argument("--max-memory", default=None, help="memory budget for attention scratch, e.g. 4GB")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 ...")
+    add_device_map_arguments(parser)
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--resume", action="store_true", help="continue the scan in --out where it stopped")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier scan in --out")
@@ -72,7 +74,7 @@ def run(args) -> int:
     doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
                max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report,
-               calibration=args.calibration)
+               calibration=args.calibration, load_kwargs=device_map_kwargs(args))
     print(f"scan.json{'' if args.no_report else ' and report.html'} written to {args.out}/", file=sys.stderr)
     if args.export:
         for path in export_figures(doc, f"{args.out}/figures", formats=formats):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from interp.errors import InterpError
+from interp.parallel import check_same, check_work, map_units
 from interp.progress import bar as progress_bar
 
 Head = tuple[int, int]
@@ -70,7 +71,12 @@ class SearchResult:
 
 def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads: int,
                  config: SearchConfig | None = None, progress: bool = True) -> SearchResult:
-    """Search a head set maximising `score(heads)` (a tuple, higher is better) within `config.budget` calls."""
+    """Search a head set maximising `score(heads)` (a tuple, higher is better) within `config.budget` calls.
+
+    Under torchrun (`interp.parallel.init()` first) the screening evaluations are dealt to the ranks
+    (`score` must be the same pure function on every rank); the greedy stage runs on every rank.
+    """
+    check_same({"n_layers": n_layers, "n_heads": n_heads, "config": repr(config)}, "head-search settings")
     config = config or SearchConfig()
     layers = config.candidate_layers(n_layers)
     if not layers:
@@ -82,15 +88,23 @@ def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads
     with progress_bar(enabled=progress, transient=True) as bar:
         task = bar.add_task("head search", total=config.budget)
 
-        def run(heads: list[Head], stage: str) -> Score:
-            s = tuple(float(x) for x in score(list(heads)))
+        def note(heads: list[Head], stage: str, s: Score) -> Score:
             result.evaluations += 1
             result.history.append({"stage": stage, "heads": [list(h) for h in heads], "score": list(s)})
             bar.update(task, advance=1, description=f"head search: {stage}")
             return s
 
+        def run(heads: list[Head], stage: str) -> Score:
+            return note(heads, stage, tuple(float(x) for x in score(list(heads))))
+
+        def run_many(sets: list[list[Head]], stage: str) -> list[Score]:
+            """Independent evaluations, dealt to the torchrun ranks (each computed as in one process)."""
+            scores = map_units(lambda heads: tuple(float(x) for x in score(list(heads))), sets)
+            return [note(heads, stage, s) for heads, s in zip(sets, scores)]
+
         result.baseline = result.score = run([], "baseline")
         heads = [(layer, h) for layer in layers for h in range(n_heads)]
+        check_work(len(heads), "candidate heads", "widen the candidate layers")
         reserve = min(config.max_heads, len(heads))  # evaluations kept for the greedy stage
         left = config.budget - result.evaluations - reserve
         if len(heads) > left:  # coarse first: whole layers, then heads of the best layers
@@ -98,16 +112,15 @@ def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads
             n = min(len(layers), max(1, left // 2))  # half the screening budget on layers, half on heads
             if n < len(layers):  # an evenly spread subset of layers
                 layers = sorted({layers[round(i * (len(layers) - 1) / max(n - 1, 1))] for i in range(n)})
-            for layer in layers:
-                by_layer[layer] = result.screened[f"{layer}:*"] = run([(layer, h) for h in range(n_heads)],
-                                                                      "screen layers")
+            sets = [[(layer, h) for h in range(n_heads)] for layer in layers]
+            for layer, s in zip(layers, run_many(sets, "screen layers")):
+                by_layer[layer] = result.screened[f"{layer}:*"] = s
             order = sorted(by_layer, key=lambda lay: by_layer[lay], reverse=True)
             heads = [(layer, h) for layer in order for h in range(n_heads)]
         alone = {}
-        for head in heads:
-            if result.evaluations >= config.budget - min(reserve, 1):
-                break
-            alone[head] = result.screened[f"{head[0]}:{head[1]}"] = run([head], "screen heads")
+        heads = heads[: max(0, config.budget - min(reserve, 1) - result.evaluations)]
+        for head, s in zip(heads, run_many([[head] for head in heads], "screen heads")):
+            alone[head] = result.screened[f"{head[0]}:{head[1]}"] = s
         helpful = sorted((h for h, s in alone.items() if s > result.baseline and s[0] - result.baseline[0] >= config.min_gain),
                          key=lambda h: alone[h], reverse=True)
         for head in helpful:

@@ -9,6 +9,7 @@
 Every backend holds the same weights; `interp.capture` accepts each of them.
 """
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -95,6 +96,42 @@ def load(
         model.nnsight = LanguageModel(hf, tokenizer=tokenizer)
         model.backend = "nnsight"
     return model
+
+
+def device_map_kwargs(device_map: str | None, device_memory: str | None = None,
+                      offload_folder: str | None = None) -> dict:
+    """`load` keywords for spreading a model over devices: `device_map` is "auto", "balanced",
+    "balanced_low_0", "sequential" or a JSON file `{"module": device}`; `device_memory` caps each device,
+    as "0=20GiB,1=20GiB,cpu=64GiB" (accelerate's `max_memory`); layers that do not fit go to
+    `offload_folder` on disk.
+
+        >>> device_map_kwargs("auto", "0=20GiB,cpu=64GiB")
+        {'device_map': 'auto', 'max_memory': {0: '20GiB', 'cpu': '64GiB'}}
+    """
+    if device_map is None:
+        if device_memory is not None:
+            raise InterpError("--device-memory needs --device-map (e.g. --device-map auto).")
+        return {}
+    kwargs: dict = {}
+    if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+        kwargs["device_map"] = device_map
+    else:
+        path = Path(device_map)
+        try:
+            kwargs["device_map"] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise InterpError(f"--device-map {device_map!r}: use auto, balanced, sequential or a JSON file "
+                              f'{{"module": device}} ({err}).') from None
+    if device_memory:
+        try:
+            pairs = [item.split("=", 1) for item in device_memory.split(",") if item.strip()]
+            kwargs["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip() for k, v in pairs}
+        except ValueError:
+            raise InterpError(f"--device-memory {device_memory!r}: write DEVICE=SIZE pairs, e.g. "
+                              f"0=20GiB,1=20GiB,cpu=64GiB.") from None
+    if offload_folder:
+        kwargs["offload_folder"] = offload_folder
+    return kwargs
 
 
 def check_device(device: str | torch.device) -> torch.device:

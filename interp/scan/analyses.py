@@ -31,16 +31,14 @@ _HEAD_ROLES = {
 def heads(model, config: _heads.HeadsConfig, ctx: Context) -> AnalysisResult:
     config.check()
     data = _heads.probe_sets(model, config)
-    total, done, sums = sum(map(len, data.values())), 0, {}
-    for name, batches in data.items():
-        for i, ids in enumerate(batches):
-            chunk = _chunk_rows(ctx, model, ids, config.chunk_rows)
-            saved = ctx.cached(f"{name}-{i}",
-                               lambda ids=ids, chunk=chunk: _heads.score_batch(model, ids, chunk).to_json())
-            part = _heads.Sums.from_json(saved)
-            sums[name] = part if name not in sums else sums[name] + part
-            done += 1
-            ctx.progress(done, total)
+    units = [(f"{name}-{i}", lambda ids=ids: _heads.score_batch(model, ids, _chunk_rows(ctx, model, ids,
+                                                                                          config.chunk_rows)).to_json())
+             for name, batches in data.items() for i, ids in enumerate(batches)]
+    names = [name for name, batches in data.items() for _ in batches]
+    sums = {}
+    for name, saved in zip(names, ctx.map(units, hint="lower heads.batch_size")):
+        part = _heads.Sums.from_json(saved)
+        sums[name] = part if name not in sums else sums[name] + part
     scores = _heads.scores_from_sums(sums.get("random"), sums.get("text"))
     metrics = {k: Metric(v.tolist(), role=_HEAD_ROLES[k][0], description=_HEAD_ROLES[k][1],
                          threshold=_HEAD_ROLES[k][2]) for k, v in scores.items()}
@@ -86,19 +84,20 @@ def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
     cfg = SinkConfig(epsilons=(config.eps,), tau=config.tau, length=config.length, batch_size=config.batch_size)
     groups = [prompts[i:i + config.batch_size] for i in range(0, len(prompts), config.batch_size)]
     firsts, counts, hidden, lengths, seen = [], [], [], [], 0
-    for i, group in enumerate(groups):
-        def compute(group=group):
-            r = find_sinks(model, group, cfg, progress=False)
-            return {"first": r.first.tolist(), "n_hidden": r.n_hidden.tolist(), "n_tokens": r.n_tokens,
-                    "hidden": [[s.prompt, s.layer, s.head, s.position, s.token, s.alpha] for s in r.hidden]}
 
-        part = ctx.cached(f"prompts-{i}", compute)
+    def compute(group):
+        r = find_sinks(model, group, cfg, progress=False)
+        return {"first": r.first.tolist(), "n_hidden": r.n_hidden.tolist(), "n_tokens": r.n_tokens,
+                "hidden": [[s.prompt, s.layer, s.head, s.position, s.token, s.alpha] for s in r.hidden]}
+
+    parts = ctx.map([(f"prompts-{i}", lambda g=g: compute(g)) for i, g in enumerate(groups)],
+                    hint="raise sinks.n_prompts or lower sinks.batch_size")
+    for group, part in zip(groups, parts):
         firsts.append(torch.tensor(part["first"]))
         counts.append(torch.tensor(part["n_hidden"]))
         hidden += [HiddenSink(seen + p, *rest) for p, *rest in part["hidden"]]
         lengths += part["n_tokens"]
         seen += len(group)
-        ctx.progress(i + 1, len(groups))
     report = SinkReport(torch.cat(firsts), torch.cat(counts), hidden, list(range(model.adapter.n_layers())),
                         config.tau, (config.eps,), lengths)
     metrics = {
@@ -155,20 +154,18 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
                       needles=NEEDLES[: config.n_needles])
     trials = prefix_order(build_trials(model.tokenizer, niah, n_ctx=model.adapter.n_ctx))
     groups = [trials[i:i + config.batch_size] for i in range(0, len(trials), config.batch_size)]
-    results, prefix = [], PrefixCache()  # one prefix cache across groups: each trial reuses the one before
-    for i, group in enumerate(groups):
-        def compute(group=group):
-            out = []
-            # a calibration goes inside each generate call (run_trials then decodes left-padded batches)
-            edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
-            for batch in run_trials(model, group, batch_size=config.batch_size, prefix=prefix, edits=edits,
-                                    max_new_tokens=config.max_new_tokens, score=True, progress=False):
-                out += [r.to_json() for r in batch]
-            return out
 
-        results += [TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"]))
-                    for r in ctx.cached(f"trials-{i}", compute)]
-        ctx.progress(i + 1, len(groups))
+    def compute(group):
+        # a fresh prefix cache per unit: each unit is computed alike alone, resumed or on any torchrun rank
+        # (a calibration goes inside each generate call: run_trials then decodes left-padded batches)
+        edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
+        return [r.to_json() for batch in run_trials(model, group, batch_size=config.batch_size, prefix=PrefixCache(),
+                                                   edits=edits, max_new_tokens=config.max_new_tokens, score=True,
+                                                   progress=False) for r in batch]
+
+    parts = ctx.map([(f"trials-{i}", lambda g=g: compute(g)) for i, g in enumerate(groups)],
+                    hint="raise retrieval.n_needles or lower retrieval.batch_size")
+    results = [TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"])) for part in parts for r in part]
     scores = scores_from_results(results, model.adapter.n_layers(), model.adapter.n_heads, model.name)
     metric = Metric(scores.mean.tolist(), role="retrieval head", threshold=config.threshold,
                     description="mean copy score over recalled NIAH trials (Wu et al. 2024)")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from interp.errors import InterpError
+from interp.parallel import check_work, is_main, map_units, rank_and_world
 from interp.scan.store import Parts
 
 
@@ -63,7 +64,36 @@ class Context:
     calibration: Any = None  # an interp.Calibration for analyses that apply it themselves (see `register`)
 
     def cached(self, unit: str, compute: Callable[[], Any]) -> Any:
-        return self.parts.cached(unit, compute)
+        """The saved result of `unit`, or `compute()` saved (under torchrun: computed by rank 0 alone)."""
+        if rank_and_world()[1] == 1:
+            return self.parts.cached(unit, compute)
+        return map_units(lambda _: _roundtrip(compute()), [unit], cached=lambda i: self.parts.get(unit),
+                         on_done=lambda i, r: is_main() and self.parts.put(unit, r))[0]
+
+    def map(self, units: list[tuple[str, Callable[[], Any]]], hint: str = "") -> list[Any]:
+        """`[self.cached(name, compute) for name, compute in units]`, the units shared by the torchrun ranks.
+
+        Each unit is computed exactly as in one process (compute must not depend on earlier units);
+        rank 0 saves every finished unit and reports the global count to `progress`.
+        """
+        check_work(len(units), "work units in this analysis", hint)
+        count = [0]
+
+        def done(i: int, result: Any) -> None:
+            if is_main():
+                self.parts.put(units[i][0], result)
+            count[0] += 1
+            self.progress(count[0], len(units))
+
+        out = map_units(lambda u: _roundtrip(u[1]()), units, cached=lambda i: self.parts.get(units[i][0]),
+                        on_done=done)
+        self.progress(len(units), len(units))
+        return out
+
+
+def _roundtrip(obj: Any) -> Any:
+    """The JSON round-trip of `obj`: fresh and resumed units see identical values."""
+    return json.loads(json.dumps(obj, allow_nan=False))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from interp.errors import InterpError
 from interp.intervene.calibrate import Calibration, calibrate
 from interp.models.load import load
 from interp.models.model import Model
+from interp.parallel import check_same, is_main, local_device, on_main
 from interp.progress import bar as progress_bar
 from interp.report import render_html
 from interp.scan import schema
@@ -79,6 +80,7 @@ def run_scan(
     report: bool = True,
     examples: bool = True,
     calibration=None,
+    load_kwargs: dict | None = None,
 ) -> dict:
     """Run analyses on `model` (an `interp.Model` or a reference for `interp.load`); return the scan document.
 
@@ -86,6 +88,7 @@ def run_scan(
     config: per-analysis setting overrides, e.g. `{"heads": {"n_random": 4}}`.
     calibration: an `interp.Calibration` or the path of a `calibration.json` (`interp calibrate`): every
     analysis then runs on the calibrated model, and `settings["calibration"]` records it.
+    load_kwargs: more `interp.load` keywords, e.g. `{"device_map": "auto", "max_memory": {...}}`.
     """
     out = Path(out)
     # every setting is checked before anything touches the disk
@@ -97,16 +100,21 @@ def run_scan(
     check_config(config)
     _dtype(dtype)
     created = not out.exists()
-    prepare_out(out, resume=resume, overwrite=overwrite)
-    fresh = not (resume and (out / "scan.json").exists())
+
+    def prepare() -> bool:
+        prepare_out(out, resume=resume, overwrite=overwrite)
+        return not (resume and (out / "scan.json").exists())
+
+    fresh = on_main(prepare)  # under torchrun rank 0 alone touches the disk
     try:
-        return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget, progress, report,
-                     examples, calibration)
+        return _scan(model, analyses, out, resume, config, device, dtype, max_memory, budget,
+                     progress if is_main() else False, report, examples, calibration, load_kwargs or {})
     except BaseException:
-        if fresh:
-            _forget_unstarted(out)
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # leave no empty folder behind a scan that never started
+        if is_main():
+            if fresh:
+                _forget_unstarted(out)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # leave no empty folder behind a scan that never started
         raise
 
 
@@ -138,12 +146,12 @@ def _forget_unstarted(out: Path) -> None:
 
 
 def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory, budget, progress, report,
-          examples, calibration) -> dict:
+          examples, calibration, load_kwargs) -> dict:
     import torch
 
     doc_path = out / "scan.json"
-    previous = schema.validate(read_json(doc_path, "scan file"), str(doc_path)) if resume and doc_path.exists() \
-        else None
+    previous = on_main(lambda: schema.validate(read_json(doc_path, "scan file"), str(doc_path))
+                       if resume and doc_path.exists() else None)
     if analyses is None and previous is not None:
         analyses = previous["settings"]["analyses"]
     chosen = resolve(analyses)
@@ -155,7 +163,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if previous is not None and config is None:  # resume with the earlier run's settings
         configs = {a.name: a.make_config(previous["settings"]["config"].get(a.name)) for a in chosen}
     if not isinstance(model, Model):
-        model = load(model, device=device, dtype=_dtype(dtype))
+        model = load(model, device=local_device(device), dtype=_dtype(dtype), **load_kwargs)
     settings = _jsonable({"analyses": [a.name for a in chosen], "device": str(model.device),
                           "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
                           "max_memory": max_memory, "config": {n: asdict(c) for n, c in configs.items()}})
@@ -163,6 +171,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
         calibration.check(model)
         settings["calibration"] = _jsonable(calibration.to_json())
     identity = schema.model_identity(model)
+    check_same({**settings, "device": settings["device"].split(":")[0], "model": identity, "resume": resume},
+               "scan settings or model")
     if previous is not None:
         _check_same_run(previous, identity, settings, doc_path)
         doc = previous
@@ -170,7 +180,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     else:
         doc = schema.new_document(identity, settings)
     doc["status"] = "running"
-    atomic_write_json(doc_path, doc)
+    _write(atomic_write_json, doc_path, doc)
     timings = {}
     with _display(progress, [a.name for a in chosen]) as tick:
         for analysis in chosen:
@@ -184,18 +194,24 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
             timings[analysis.name] = {"wall_s": round(time.perf_counter() - start, 2),
                                       "cpu_s": round(time.process_time() - cpu, 2)}
-            atomic_write_json(doc_path, doc)
-            _merge_timings(out / "timings.json", timings)
+            _write(atomic_write_json, doc_path, doc)
+            _write(_merge_timings, out / "timings.json", timings)
     if examples:
         with _calibrated(model, calibration):
-            doc["examples"] = Parts(out, "examples").cached("patterns",
-                                                            lambda: pattern_examples(model, all_heads(doc)))
+            doc["examples"] = Context(Parts(out, "examples")).cached(
+                "patterns", lambda: pattern_examples(model, all_heads(doc)))
     doc["status"] = "complete"
-    atomic_write_json(doc_path, doc)
-    _merge_timings(out / "timings.json", timings)
+    _write(atomic_write_json, doc_path, doc)
+    _write(_merge_timings, out / "timings.json", timings)
     if report:
-        atomic_write_text(out / "report.html", render_html(doc))
+        _write(lambda: atomic_write_text(out / "report.html", render_html(doc)))
     return doc
+
+
+def _write(fn, *args) -> None:
+    """Write a scan file from rank 0 alone (every rank holds the same document)."""
+    if is_main():
+        fn(*args)
 
 
 def load_scan(path: str | Path) -> dict:

@@ -31,8 +31,9 @@ SCHEMA_VERSION = 1
 
 
 def fingerprint(hf: torch.nn.Module, n_tensors: int = 8, n_values: int = 4096) -> str:
-    """sha256 over parameter names, shapes and a sample of values of `n_tensors` spread-out parameters."""
-    params = list(hf.named_parameters())
+    """sha256 over parameter names, shapes and a sample of values of `n_tensors` spread-out parameters
+    (those on the CPU or a GPU: weights accelerate offloaded to disk sit on the meta device)."""
+    params = [(n, p) for n, p in hf.named_parameters() if p.device.type != "meta"]
     h = hashlib.sha256()
     step = max(1, len(params) // n_tensors)
     for name, p in params[::step]:
