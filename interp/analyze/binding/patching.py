@@ -84,7 +84,8 @@ def residuals(model, batch: dict[str, Tensor], layers: list[int], *, with_logits
     layers = [m.adapter.check_layer(layer, m.adapter.main_stack) for layer in layers]
     with capture(m, resid_pre=layers) as rec:
         out = m.hf(**batch, position_ids=position_ids(batch["attention_mask"]), use_cache=False)
-    resid: Float[Tensor, "layer batch d_model"] = torch.stack([rec.resid_pre[layer][:, -1] for layer in layers])
+    resid: Float[Tensor, "layer batch d_model"] = torch.stack([rec.resid_pre[layer][:, -1]
+                                                               for layer in layers])
     return (resid, out.logits[:, -1].float()) if with_logits else resid
 
 
