@@ -28,8 +28,8 @@ def span_bounds(spans: Spans, *, batch: int, k_len: int, device="cpu") -> Int[Te
             bounds = bounds[None].expand(batch, -1, -1)
         if bounds.ndim != 3 or bounds.shape[-1] != 2 or bounds.shape[0] != batch:
             raise InterpError(
-                f"spans tensor has shape {tuple(spans.shape)}; expected [span, 2] or [batch={batch}, span, 2] "
-                "holding [start, stop) key positions."
+                f"spans tensor has shape {tuple(spans.shape)}; expected [span, 2] or [batch={batch}, span, "
+                "2] holding [start, stop) key positions."
             )
         bounds = torch.where(bounds < 0, bounds + k_len, bounds)
         return bounds.clamp(0, k_len)

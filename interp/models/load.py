@@ -125,7 +125,8 @@ def device_map_kwargs(device_map: str | None, device_memory: str | None = None,
     if device_memory:
         try:
             pairs = [item.split("=", 1) for item in device_memory.split(",") if item.strip()]
-            kwargs["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip() for k, v in pairs}
+            kwargs["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip()
+                                    for k, v in pairs}
         except ValueError:
             raise InterpError(f"--device-memory {device_memory!r}: write DEVICE=SIZE pairs, e.g. "
                               f"0=20GiB,1=20GiB,cpu=64GiB.") from None
@@ -145,8 +146,9 @@ def check_device(device: str | torch.device) -> torch.device:
             why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
             raise InterpError(f"device {device!r} is not available: {why}; use --device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InterpError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
-                              f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+            raise InterpError(f"device {device!r} does not exist: this machine has "
+                              f"{torch.cuda.device_count()} GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise InterpError(f"device {device!r} is not available here; use --device cpu.")
     return dev
@@ -171,7 +173,8 @@ def _resolve(ref: str) -> tuple[str, str | None]:
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF directory.")
+            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF "
+                                     "directory.")
         zoo.check_gguf(path)
         return str(path.parent), path.name
     if path.is_dir():
@@ -180,13 +183,14 @@ def _resolve(ref: str) -> tuple[str, str | None]:
                                      f"(as written by save_pretrained) or a .gguf file.")
         _check_family(str(path))  # an architecture interp cannot capture is refused first, weights or not
         if not any(next(path.glob(f"*{ext}"), None) for ext in WEIGHT_FILES):
-            raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} files); "
-                                    f"finish the download or save the model again with save_pretrained.")
+            raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} "
+                                    "files); finish the download or save the model again with "
+                                    "save_pretrained.")
         return str(path), None
     if _looks_like_path(ref):
         raise ModelNotFoundError(
-            f"no model at {path}: the path does not exist. Pass an existing HF directory or .gguf file, or use the "
-            f"embedded default with interp.load('smollm2')."
+            f"no model at {path}: the path does not exist. Pass an existing HF directory or .gguf file, or "
+            f"use the embedded default with interp.load('smollm2')."
         )
     return _hub(ref), None
 
@@ -204,8 +208,9 @@ def _hub(ref: str) -> str:
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise ModelNotFoundError(
-            f"{ref!r} is not a local path and the Hugging Face hub cannot be reached from here. Alternatives: "
-            f"interp.load('smollm2') (embedded, offline), a local HF directory, or a .gguf file."
+            f"{ref!r} is not a local path and the Hugging Face hub cannot be reached from here. "
+            "Alternatives: interp.load('smollm2') (embedded, offline), a local HF directory, or a .gguf "
+            "file."
         )
     _check_family(ref)
     return ref
