@@ -81,8 +81,8 @@ def _binding_column(name: str, key: str, m: dict, n_heads: int, unpatched: dict 
     base = [float((unpatched or {}).get(c, 0.0)) for c in m["columns"]]
     per_layer = [0.5 * sum(abs(x - y) for x, y in zip(row, base)) for row in m["scores"]]
     return Column(f"{name}.layer_effect", name, "binding_layer_effect", "binding layer",
-                  "how much patching this head's layer moves the binding-mechanism shares (total-variation distance "
-                  "from the unpatched shares); the same for every head of the layer", None,
+                  "how much patching this head's layer moves the binding-mechanism shares (total-variation "
+                  "distance from the unpatched shares); the same for every head of the layer", None,
                   [s for s in per_layer for _ in range(n_heads)])
 
 
