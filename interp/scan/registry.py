@@ -51,7 +51,8 @@ class AnalysisResult:
 
     def to_json(self) -> dict:
         return {"primary": self.primary, "summary": self.summary,
-                "metrics": {k: {f.name: getattr(m, f.name) for f in fields(m)} for k, m in self.metrics.items()}}
+                "metrics": {k: {f.name: getattr(m, f.name) for f in fields(m)}
+                            for k, m in self.metrics.items()}}
 
 
 @dataclass
@@ -103,7 +104,8 @@ class Analysis:
     config: type
     help: str
     available: Callable[[], str | None] = lambda: None  # None when usable, else why not
-    own_calibration: bool = False  # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
+    # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
+    own_calibration: bool = False
 
     def make_config(self, overrides: dict | None = None):
         """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
