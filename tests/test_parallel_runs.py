@@ -1,4 +1,5 @@
-"""torchrun runs (2 CPU ranks, gloo) of the analyzers and of `interp scan|prune|calibrate` equal one process."""
+"""torchrun runs (2 CPU ranks, gloo) of the analyzers and of `interp scan|prune|calibrate` equal one
+process."""
 
 import json
 import os

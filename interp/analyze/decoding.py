@@ -85,7 +85,8 @@ class PrefixCache:
         return (best, entry) if best >= self.min_tokens else (0, -1)
 
     def start(self, entries: Sequence[int], n: int) -> DynamicCache | None:
-        """A fresh cache whose row `r` holds the first `n` positions of entry `entries[r]` (None when n = 0)."""
+        """A fresh cache whose row `r` holds the first `n` positions of entry `entries[r]`
+        (None when n = 0)."""
         if n == 0:
             return None
         if len(set(entries)) == 1:  # one source: a view repeated over the batch, no copy

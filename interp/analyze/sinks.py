@@ -165,7 +165,8 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
                    for i in range(0, len(ids), config.batch_size)]
     else:
         if tok is None:
-            raise InterpError("find_sinks got strings but the model has no tokenizer; pass a tokenized batch.")
+            raise InterpError("find_sinks got strings but the model has no tokenizer; pass a tokenized "
+                              "batch.")
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -207,7 +208,8 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
 
 
 def passages(n: int = 64, *, words: int = 80, path: str | Path | None = None, seed: int = 0) -> list[str]:
-    """`n` natural-text passages of about `words` words from a public-domain text (Gutenberg header skipped)."""
+    """`n` natural-text passages of about `words` words from a public-domain text
+    (Gutenberg header skipped)."""
     import random
 
     if path is None:

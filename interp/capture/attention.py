@@ -137,7 +137,8 @@ def _make_call(module, stack, layer, step, query, key, value, mask, scaling, sof
 
 
 def _exact_output(call: AttentionCall, heads: torch.Tensor, editors) -> torch.Tensor:
-    """Eager attention for `heads`, with every editor's weight edit applied, as `[batch, query, head, d_head]`."""
+    """Eager attention for `heads`, with every editor's weight edit applied, as
+    `[batch, query, head, d_head]`."""
     weights = call.weights(heads)
     for probe, own_call, edited in editors:
         edited = edited.to(heads.device)

@@ -46,7 +46,8 @@ def _docstring(module_name: str) -> str | None:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The `interp` parser; only the subcommand named in `argv` is imported (all of them if `argv` is None)."""
+    """The `interp` parser; only the subcommand named in `argv` is imported
+    (all of them if `argv` is None)."""
     parser = argparse.ArgumentParser(prog="interp",
                                      description="Mechanistic interpretability for transformer LMs.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,4 +1,5 @@
-"""`python -m interp.coverage`: run the sweep, print the table or write it to `--out` (see `interp.coverage`)."""
+"""`python -m interp.coverage`: run the sweep, print the table or write it to `--out`
+(see `interp.coverage`)."""
 
 from interp import coverage
 from interp.coverage.checks import Result

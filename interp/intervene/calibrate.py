@@ -303,7 +303,8 @@ class Calibration:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CalibrationError(f"no calibration file at {path}; create one with `interp calibrate`.") from None
+            raise CalibrationError(f"no calibration file at {path}; create one with `interp "
+                                   "calibrate`.") from None
         except IsADirectoryError:
             raise CalibrationError(f"{path} is a folder; give the calibration.json file inside it.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

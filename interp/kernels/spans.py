@@ -36,7 +36,8 @@ def span_bounds(spans: Spans, *, batch: int, k_len: int, device="cpu") -> Int[Te
     resolved = []
     for span in spans:
         if not (isinstance(span, (tuple, list)) and len(span) == 2):
-            raise InterpError(f"span {span!r} is not a (start, stop) pair; write spans as [(0, 1), (40, 52)].")
+            raise InterpError(f"span {span!r} is not a (start, stop) pair; write spans as "
+                              "[(0, 1), (40, 52)].")
         start, stop, _ = slice(*span).indices(k_len)
         resolved.append((start, max(start, stop)))
     return torch.tensor(resolved, dtype=torch.long, device=device).reshape(1, -1, 2).expand(batch, -1, -1)

@@ -171,7 +171,8 @@ def _resolve(model: nn.Module, path: str) -> nn.Module:
             return model.get_submodule(candidate)
         except AttributeError:
             continue
-    raise UnsupportedArchitectureError(f"expected a module at {path!r} in {type(model).__name__}; none found.")
+    raise UnsupportedArchitectureError(f"expected a module at {path!r} in {type(model).__name__}; none "
+                                       "found.")
 
 
 def _has_module(model: nn.Module, path: str) -> bool:

@@ -94,7 +94,8 @@ def _language_model(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def _blocks(root: nn.Module, n_layers: int | None) -> tuple[str, nn.ModuleList]:
-    """The module list under `root` with attention in its items: `n_layers` long if one is, else the longest."""
+    """The module list under `root` with attention in its items: `n_layers` long if one is, else the
+    longest."""
     best, rank = None, None
     for name, mod in root.named_modules():
         if not isinstance(mod, nn.ModuleList) or len(mod) == 0:

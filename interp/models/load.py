@@ -279,7 +279,8 @@ def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrain
     except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError) as err:
         raise CorruptModelError(f"cannot read the weights of {gguf_file or path} ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0] if str(err) else 'no detail'}); the files are "
-                                f"truncated or not a model of this config: download or save them again.") from err
+                                "truncated or not a model of this config: download or save them "
+                                "again.") from err
     if gguf_file:  # dequantized in memory: plain weights from here on
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

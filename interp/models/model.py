@@ -73,7 +73,8 @@ class Model:
         empty = [i for i, n in enumerate(batch["attention_mask"].sum(-1).tolist()) if n == 0]
         if empty:
             raise InterpError(f"prompt {empty[0]} encodes to no tokens (an empty string?); give every prompt "
-                              f"some text, or add_special_tokens=True with a tokenizer that adds a BOS token.")
+                              "some text, or add_special_tokens=True with a tokenizer that adds a BOS "
+                              "token.")
         self.check_length(batch["input_ids"].shape[1])
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 

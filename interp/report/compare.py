@@ -169,7 +169,8 @@ def text_summary(diff: dict) -> str:
 
 
 def render_compare(diff: dict) -> str:
-    """An offline HTML page: notes, summary deltas with CIs, roles gained / lost, one diff heatmap per metric."""
+    """An offline HTML page: notes, summary deltas with CIs, roles gained / lost, one diff heatmap per
+    metric."""
     a, b = diff["names"]
     figs = []
     for key, m in diff["metrics"].items():

@@ -22,7 +22,8 @@ class ExportUnavailableError(InterpError):
 
 
 def check_export(formats) -> list[str]:
-    """The formats as a list, or a clear error for an unknown one or a missing kaleido (checked before a scan)."""
+    """The formats as a list, or a clear error for an unknown one or a missing kaleido
+    (checked before a scan)."""
     formats = [formats] if isinstance(formats, str) else list(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:

@@ -47,7 +47,8 @@ def measured(name: str, result: dict, config: dict | None) -> list[str]:
         over = s.get("heads_over_threshold", {})
         if over:
             lines.append("heads over threshold (0.4): " + ", ".join(f"{k} {v}" for k, v in over.items()))
-        lines.append("scores are attention means over every counted query row: no per-trial data, no interval")
+        lines.append("scores are attention means over every counted query row: no per-trial data, no "
+                     "interval")
     elif name == "sinks":
         per = s.get("per_prompt", {})
         n = len(per.get("sink_rate", [])) or c.get("n_prompts")

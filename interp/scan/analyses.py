@@ -232,7 +232,8 @@ def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
 # ------------------------------------------------------------------------------------------------- binding
 @dataclass
 class BindingScan:
-    """Binding mechanisms (Gur-Arieh et al. 2025): one group count, a few prompts per position, every layer."""
+    """Binding mechanisms (Gur-Arieh et al. 2025): one group count, a few prompts per position, every
+    layer."""
 
     n: int = 3
     per_position: int = 4

@@ -127,7 +127,8 @@ class Analysis:
 
 
 def _check_value(name: str, default, value):
-    """`value` for a setting whose default is `default`: same kind, counts positive, numbers finite and >= 0."""
+    """`value` for a setting whose default is `default`: same kind, counts positive, numbers finite and >=
+    0."""
     def bad(want: str):
         return InterpError(f"--set {name}={json.dumps(value)}: {want} (default {json.dumps(default)}).")
 

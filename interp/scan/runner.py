@@ -129,7 +129,8 @@ def check_config(config: dict[str, dict] | None) -> None:
 
 
 def _forget_unstarted(out: Path) -> None:
-    """After a failed fresh run with no finished work, remove its files so a corrected rerun starts cleanly."""
+    """After a failed fresh run with no finished work, remove its files so a corrected rerun starts
+    cleanly."""
     doc_path = out / "scan.json"
     parts = out / "parts"
     if any(parts.rglob("*.json")) if parts.exists() else False:

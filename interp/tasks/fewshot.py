@@ -147,7 +147,8 @@ class Split:
 
 def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int = 0,
                data_dir: str | Path | None = None) -> Split:
-    """Balanced demonstrations and a dev set from the training pool, a test set from the test pool, all disjoint."""
+    """Balanced demonstrations and a dev set from the training pool, a test set from the test pool, all
+    disjoint."""
     task = get_task(task) if isinstance(task, str) else task
     if shots < 0 or dev < 0 or test < 1:
         raise InterpError(f"need shots >= 0, dev >= 0 and test >= 1; got shots={shots}, dev={dev}, "
@@ -181,7 +182,8 @@ def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int =
 
 
 def label_token_ids(tokenizer, task: Task) -> list[int]:
-    """The first token of each label word as it follows the answer prefix (`" positive"`); distinct or an error."""
+    """The first token of each label word as it follows the answer prefix (`" positive"`); distinct or an
+    error."""
     ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in task.labels]
     if len(set(ids)) != len(ids):
         raise InterpError(f"the label words of {task.name} share a first token under this tokenizer ({ids}); "
