@@ -56,7 +56,8 @@ def one(model_ref: str, mode: str, length: int, heads: str, repeats: int, device
         forward(ids)
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    peak = torch.cuda.max_memory_allocated() - base if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
+    peak = (torch.cuda.max_memory_allocated() - base if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss)
     return {"mode": mode, "length": length, "wall_s": min(wall), "cpu_s": min(cpu), "peak_extra_bytes": peak}
 
 
@@ -82,7 +83,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", mode, str(length), "--model", args.model, "--heads",
                    args.heads, "--repeats", str(args.repeats), "--device", args.device, "--threads",
                    str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = proc.stdout.strip().splitlines()[-1]
             rows.append(json.loads(out))
             print(rows[-1], flush=True)
     base = {r["length"]: r for r in rows if r["mode"] == "sdpa"}

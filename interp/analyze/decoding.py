@@ -183,7 +183,8 @@ def greedy(
     tokens = torch.cat(first)
     generated = [tokens]
     done = _is_eos(tokens, eos)
-    cache = _stack(rows, pads, max_new_tokens - 1, prefix) if max_new_tokens > 1 and not bool(done.all()) else None
+    cache = (_stack(rows, pads, max_new_tokens - 1, prefix) if max_new_tokens > 1 and not bool(done.all())
+             else None)
     mask = (torch.arange(width)[None] >= pads[:, None]).long()
     for step in range(1, max_new_tokens):
         if bool(done.all()):
@@ -254,7 +255,8 @@ def _is_eos(tokens: Int[Tensor, " batch"], eos: set[int]) -> Tensor:
     return torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long))
 
 
-def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int, prefix: PrefixCache) -> DynamicCache:
+def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int,
+           prefix: PrefixCache) -> DynamicCache:
     """One batched cache from single-prompt caches, each left-padded with zeros by `pads[row]`, with
     `room` free positions after the longest so that decoding writes in place (`_ReservedLayer`), in
     the prefix cache's decoding buffers."""

@@ -128,7 +128,8 @@ def role_masks(
     same = (tq[:, :, None] == tok[:, None, :]) & rq[:, :, None] & real[:, None, :]
     prev_tok = torch.cat([torch.full_like(tok[:, :1], -2), tok[:, :-1]], dim=1)  # token before key j
     prev_real = torch.cat([torch.zeros_like(real[:, :1]), real[:, :-1]], dim=1)
-    after = (tq[:, :, None] == prev_tok[:, None, :]) & rq[:, :, None] & prev_real[:, None, :] & real[:, None, :]
+    after = ((tq[:, :, None] == prev_tok[:, None, :]) & rq[:, :, None] & prev_real[:, None, :]
+             & real[:, None, :])
     return {
         "previous_token": (k[None, None, :] == q[None, :, None] - 1) & rq[:, :, None] & real[:, None, :],
         "duplicate_token": same & (k[None, None, :] < q[None, :, None]),
@@ -256,7 +257,8 @@ class Sums:
                     {k: self.rows[k] + other.rows[k] for k in self.rows})
 
     def means(self, suffix: str = "") -> dict[str, Float[Tensor, "layer head"]]:
-        return {f"{k}{suffix if k in ROLE_METRICS else ''}": (self.total[k] / self.rows[k].clamp(min=1)[:, None]).float()
+        return {f"{k}{suffix if k in ROLE_METRICS else ''}":
+                (self.total[k] / self.rows[k].clamp(min=1)[:, None]).float()
                 for k in self.total}
 
     def to_json(self) -> dict:

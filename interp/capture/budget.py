@@ -82,7 +82,8 @@ def check_patterns_fit(budget: int | str, *, layers: int, heads: int, batch: int
         )
 
 
-def chunk_rows(budget: int | str | None, *, batch: int, heads: int, k_len: int, reserve: int = 0) -> int | None:
+def chunk_rows(budget: int | str | None, *, batch: int, heads: int, k_len: int,
+               reserve: int = 0) -> int | None:
     """Query rows per kernel chunk so the transient scores fit `budget - reserve` (None: kernel default)."""
     if budget is None:
         return None

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to Mary. The store was closed on Sunday."
+DEFAULT_PROMPT = ("When Mary and John went to the store, John gave a drink to Mary. "
+                  "The store was closed on Sunday.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

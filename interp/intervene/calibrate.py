@@ -368,7 +368,8 @@ def calibrate(
                           tau=calibration.tau if tau is None else tau,
                           exempt=calibration.exempt if exempt is None else exempt)
     calibration.check(model)
-    with capture(model, edits=[calibration.editor(stream=stream, max_memory=max_memory)], probes=list(probes)) as rec:
+    with capture(model, edits=[calibration.editor(stream=stream, max_memory=max_memory)],
+                 probes=list(probes)) as rec:
         yield rec
 
 

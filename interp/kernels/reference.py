@@ -267,7 +267,8 @@ def stats(
         topk_index[..., :k_eff] = torch.where(rank_ok, topk_index[..., :k_eff], -1)
     out = None
     if value is not None:  # a fresh tensor: `weighted` lives in the workspace
-        out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype, device=dev).copy_(weighted.transpose(1, 2))
+        out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype,
+                          device=dev).copy_(weighted.transpose(1, 2))
     rows_out = RowStats(lse, torch.where(empty, 0.0, max_score), torch.where(empty, -1, argmax), entropy,
                         span_mass, topk_index, topk_prob, n_visible)
     cols_out = None

@@ -217,7 +217,8 @@ def fused_stats(
     span_mass = torch.empty(b, h, q_len, n_spans, **f32)
     n_visible = torch.empty(b, q_len, dtype=torch.int32, device=dev)
     dv = value.shape[-1] if value is not None else d
-    out = torch.empty(b, q_len, h, dv, dtype=value.dtype, device=dev) if value is not None else torch.empty(1, 1, 1, 1)
+    out = (torch.empty(b, q_len, h, dv, dtype=value.dtype, device=dev) if value is not None
+           else torch.empty(1, 1, 1, 1))
     v = value if value is not None else key
     is_causal = is_causal and q_len > 1  # one query (KV-cached decoding) sees every key, as in SDPA
     grid = (triton.cdiv(q_len, block), b * h)

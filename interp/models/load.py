@@ -143,7 +143,8 @@ def check_device(device: str | torch.device) -> torch.device:
         raise InterpError(f"cannot read device {device!r}; use cpu, cuda, cuda:1 or mps.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no GPU is visible")
             raise InterpError(f"device {device!r} is not available: {why}; use --device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InterpError(f"device {device!r} does not exist: this machine has "
@@ -196,7 +197,8 @@ def _resolve(ref: str) -> tuple[str, str | None]:
 
 
 def _looks_like_path(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1 or os.sep + os.sep in ref
+    return (ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
+            or os.sep + os.sep in ref)
 
 
 def _hub(ref: str) -> str:

@@ -80,7 +80,8 @@ class Model:
 
     def chat_prompt(self, user: str, *, system: str | None = None) -> str:
         """`user` as a chat-template string ending where the assistant's answer begins."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        messages = (([{"role": "system", "content": system}] if system else [])
+                    + [{"role": "user", "content": user}])
         if getattr(self.tokenizer, "chat_template", None) is None:
             return user
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

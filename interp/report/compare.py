@@ -107,7 +107,8 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
     for n in common:
         sa, sb = a["analyses"][n].get("summary") or {}, b["analyses"][n].get("summary") or {}
         for k, v in sa.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(sb.get(k), (int, float)):
+            if (isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and isinstance(sb.get(k), (int, float))):
                 summary.append({"analysis": n, "name": k, "a": v, "b": sb[k], "delta": sb[k] - v,
                                 "ci95": None})
         ta, tb = _per_trial(n, sa), _per_trial(n, sb)

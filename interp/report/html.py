@@ -129,7 +129,8 @@ def _corr(a: Atlas) -> tuple[str, dict]:
     rho = spearman_matrix(a)
     keys = [c.key for c in a.columns]
     if len(keys) < 2:
-        return "<p class='note'>One per-head metric only: nothing to correlate.</p>", {"keys": keys, "rho": rho}
+        return ("<p class='note'>One per-head metric only: nothing to correlate.</p>",
+                {"keys": keys, "rho": rho})
     head = "".join(f"<th title='{_esc(k)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>"
                    for k, c in zip(keys, a.columns))
     rows = []

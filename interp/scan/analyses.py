@@ -141,7 +141,9 @@ def _retrieval_available():
     # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.tasks import niah
 
-    return None if Path(niah.DEFAULT_HAYSTACK).exists() else f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
+    if Path(niah.DEFAULT_HAYSTACK).exists():
+        return None
+    return f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
 
 
 @register("retrieval", RetrievalScan,

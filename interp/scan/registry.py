@@ -141,7 +141,8 @@ def _check_value(name: str, default, value):
         if value < (0 if name.endswith("seed") else 1):
             raise bad("use a non-negative seed" if name.endswith("seed") else "use a positive integer")
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < 0):
             raise bad("use a finite non-negative number")
         value = float(value)
     elif isinstance(default, str):

@@ -179,7 +179,8 @@ class BindingTask:
     def render(self, p: BindingPrompt, template: Template | None = None) -> BindingPrompt:
         """Fill in `p.text` for this task's format."""
         t = template or self.template
-        context = _sentence(", ".join(t.group.format(key=k, answer=a) for k, a in zip(p.keys, p.answers))) + "."
+        context = _sentence(", ".join(t.group.format(key=k, answer=a)
+                                      for k, a in zip(p.keys, p.answers))) + "."
         key = p.keys[p.query]
         question = t.question.format(key=key)
         lead = _sentence(t.answer.format(key=key))

@@ -74,7 +74,8 @@ class Task:
 
     def prompt(self, demos: Sequence[Example], query: Example) -> str:
         head = f"{self.instruction}\n\n" if self.instruction else ""
-        return head + "".join(self.demo(d) for d in demos) + f"{self.input_prefix}{query.text}\n{self.answer_prefix}"
+        return (head + "".join(self.demo(d) for d in demos)
+                + f"{self.input_prefix}{query.text}\n{self.answer_prefix}")
 
 
 def _read_sst2(root: Path) -> tuple[list[Example], list[Example]]:

@@ -195,7 +195,8 @@ def analyze_binding(model, tokenizer, config: BindingConfig | None = None, *,
     return result
 
 
-def split(sweeps: dict[int, Sweep], layer: int, train_fraction: float, seed: int) -> tuple[MixingData, MixingData]:
+def split(sweeps: dict[int, Sweep], layer: int, train_fraction: float,
+          seed: int) -> tuple[MixingData, MixingData]:
     """Pool every n's patched distributions at `layer` and split them at random into train / held-out."""
     width = max(sweeps)
     data = [s.mixing_data(layer, width) for s in sweeps.values()]

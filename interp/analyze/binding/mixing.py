@@ -93,7 +93,8 @@ def js_divergence(p: Float[Tensor, "batch group"], q: Float[Tensor, "batch group
     m = 0.5 * (p + q)
 
     def kl(a: Tensor) -> Tensor:
-        return torch.where(a > 0, a * (torch.log(a.clamp_min(1e-30)) - torch.log(m.clamp_min(1e-30))), 0.0).sum(-1)
+        log_ratio = torch.log(a.clamp_min(1e-30)) - torch.log(m.clamp_min(1e-30))
+        return torch.where(a > 0, a * log_ratio, 0.0).sum(-1)
 
     return (0.5 * kl(p) + 0.5 * kl(q)) / math.log(2)
 
@@ -176,7 +177,8 @@ def fit_mixing_model(data: MixingData, kind: str | tuple[str, ...] = "full", *, 
         torch.set_num_threads(threads)
 
 
-def _fit(data: MixingData, kind: str | tuple[str, ...], steps: int, lr: float, restarts: int, seed: int) -> MixingModel:
+def _fit(data: MixingData, kind: str | tuple[str, ...], steps: int, lr: float, restarts: int,
+         seed: int) -> MixingModel:
     gen = torch.Generator().manual_seed(seed)
     if not _terms(kind):
         return MixingModel(())  # uniform: nothing to fit

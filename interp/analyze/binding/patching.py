@@ -124,7 +124,8 @@ def patched_logits(model, batch: dict[str, Tensor], source: Float[Tensor, "layer
             out.append(m.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
                        .logits[:, -1].float())
         return torch.stack(out)
-    cache = m.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True).cache
+    cache = m.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                 use_cache=True).cache
     for i, layer in enumerate(layers + [None] * unpatched):
         with patched(layer, source[i]) if layer is not None else nullcontext():
             logits = m.hf(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
