@@ -56,7 +56,8 @@ def one(model_ref: str, mode: str, length: int, heads: str, repeats: int, device
         forward(ids)
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    peak = torch.cuda.max_memory_allocated() - base if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
+    peak = (torch.cuda.max_memory_allocated() - base if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss)
     return {"mode": mode, "length": length, "wall_s": min(wall), "cpu_s": min(cpu), "peak_extra_bytes": peak}
 
 
@@ -66,30 +67,35 @@ def main() -> None:
     p.add_argument("--lengths", default="512,2048")
     p.add_argument("--heads", default=DEFAULT_HEADS)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time is comparable on a busy host)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: CPU time is comparable on a busy host)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench-calibrate.json")
     p.add_argument("--one", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.model, args.one[0], int(args.one[1]), args.heads, args.repeats, args.device, args.threads)))
+        print(json.dumps(one(args.model, args.one[0], int(args.one[1]), args.heads, args.repeats, args.device,
+                             args.threads)))
         return
     rows = []
     for length in (int(x) for x in args.lengths.split(",")):
         for mode in MODES:
-            cmd = [sys.executable, __file__, "--one", mode, str(length), "--model", args.model, "--heads", args.heads,
-                   "--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            cmd = [sys.executable, __file__, "--one", mode, str(length), "--model", args.model, "--heads",
+                   args.heads, "--repeats", str(args.repeats), "--device", args.device, "--threads",
+                   str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = proc.stdout.strip().splitlines()[-1]
             rows.append(json.loads(out))
             print(rows[-1], flush=True)
     base = {r["length"]: r for r in rows if r["mode"] == "sdpa"}
-    print("\n| tokens | mode | CPU s | x SDPA (CPU) | wall s | x SDPA (wall) | peak memory above the loaded model (MB) |")
+    print("\n| tokens | mode | CPU s | x SDPA (CPU) | wall s | x SDPA (wall) | peak memory above the loaded "
+          "model (MB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         b = base[r["length"]]
         r["overhead_cpu"], r["overhead_wall"] = r["cpu_s"] / b["cpu_s"], r["wall_s"] / b["wall_s"]
-        print(f"| {r['length']} | {r['mode']} | {r['cpu_s']:.2f} | {r['overhead_cpu']:.2f} | {r['wall_s']:.2f} | "
-              f"{r['overhead_wall']:.2f} | {r['peak_extra_bytes'] / 1e6:.0f} |")
+        print(f"| {r['length']} | {r['mode']} | {r['cpu_s']:.2f} | {r['overhead_cpu']:.2f} | "
+              f"{r['wall_s']:.2f} | {r['overhead_wall']:.2f} | {r['peak_extra_bytes'] / 1e6:.0f} |")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"heads": args.heads, "device": args.device, "rows": rows}, f, indent=1)

@@ -90,7 +90,8 @@ def child(method: str, n: int, repeats: int = 1) -> dict:
             elif method == "eager":
                 return m.hf(input_ids=ids, output_attentions=True).attentions
             elif method == "tl":
-                return m.bridge.run_with_cache(ids, names_filter=lambda name: name.endswith("hook_pattern"))[1]
+                return m.bridge.run_with_cache(ids,
+                                               names_filter=lambda name: name.endswith("hook_pattern"))[1]
             elif method == "nnsight":
                 m.hf.set_attn_implementation("eager")
                 saved = []
@@ -107,7 +108,8 @@ def child(method: str, n: int, repeats: int = 1) -> dict:
             result = run()
             times.append(time.perf_counter() - t0)
             del result
-    return {"method": method, "n": n, "seconds": min(times), "all_seconds": times, "extra_mib": mem.extra / 2**20}
+    return {"method": method, "n": n, "seconds": min(times), "all_seconds": times,
+            "extra_mib": mem.extra / 2**20}
 
 
 def measure(method: str, n: int, timeout: float, repeats: int = 1, processes: int = 1) -> dict:
@@ -130,7 +132,8 @@ def measure(method: str, n: int, timeout: float, repeats: int = 1, processes: in
             return {"method": method, "n": n, "status": f"failed: {tail}"}
         runs.append(json.loads(lines[-1]))
     best = min(runs, key=lambda r: r["seconds"])
-    return {**best, "all_seconds": [r["all_seconds"] for r in runs], "extra_mib": max(r["extra_mib"] for r in runs)}
+    return {**best, "all_seconds": [r["all_seconds"] for r in runs],
+            "extra_mib": max(r["extra_mib"] for r in runs)}
 
 
 def pattern_gb(n: int) -> float:
@@ -194,14 +197,18 @@ def gpu_table(sizes: list[int]) -> str:
         torch.cuda.synchronize()
         return (time.perf_counter() - t0) / reps
 
-    lines = ["| config | N | SDPA ms | fused rows ms | ratio | fused rows+cols ms |", "|---|---|---|---|---|---|"]
+    lines = ["| config | N | SDPA ms | fused rows ms | ratio | fused rows+cols ms |",
+             "|---|---|---|---|---|---|"]
     for name, h, kv, d in (("1B-like", 32, 8, 64), ("8B-like", 32, 8, 128)):
         for n in sizes:
             q = torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
             k, v = (torch.randn(1, kv, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-            sdpa = timed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
-            rows = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5, is_causal=True, spans=[(0, 4)]))
-            both = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5, is_causal=True, spans=[(0, 4)],
+            sdpa = timed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                              enable_gqa=True))
+            rows = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5,
+                                                                is_causal=True, spans=[(0, 4)]))
+            both = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5,
+                                                                is_causal=True, spans=[(0, 4)],
                                              columns=True))
             lines.append(f"| {name} | {n} | {sdpa * 1e3:.2f} | {rows * 1e3:.2f} | {sdpa / rows:.2f}x | "
                          f"{both * 1e3:.2f} |")
@@ -218,7 +225,8 @@ def main(argv=None) -> None:
     p.add_argument("--processes", type=int, default=2, help="fresh processes per measurement (fastest time, "
                    "largest memory)")
     p.add_argument("--out", default="out/bench_capture")
-    p.add_argument("--gpu", action="store_true", help="fused Triton kernel vs torch SDPA on random Llama configs")
+    p.add_argument("--gpu", action="store_true",
+                   help="fused Triton kernel vs torch SDPA on random Llama configs")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -233,7 +241,8 @@ def main(argv=None) -> None:
     for n in args.sizes:
         for method in args.methods:
             if method in PATTERN_METHODS and 1.5 * pattern_gb(n) > args.ram_gb:
-                results.append({"method": method, "n": n, "status": f"not run: needs ~{pattern_gb(n):.0f} GB"})
+                results.append({"method": method, "n": n,
+                                "status": f"not run: needs ~{pattern_gb(n):.0f} GB"})
             else:
                 results.append(measure(method, n, args.timeout, args.repeats, args.processes))
             print(json.dumps(results[-1]), flush=True)

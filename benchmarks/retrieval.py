@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--depths", default="0.2,0.8")
     p.add_argument("--needles", type=int, default=4, help="how many of the built-in needles")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=2, help="time each side this often, alternating; keep the fastest")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="time each side this often, alternating; keep the fastest")
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--naive", action="store_true", help="also time generate(output_attentions=True)")

@@ -72,4 +72,5 @@ def parse_head(label: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-__all__ = ["head_label", "parse_head", "AXES", "Pattern", "Scores", "Query", "Key", "Value", "HeadOutput", "Residual", "Visible", "TokenIds"]
+__all__ = ["head_label", "parse_head", "AXES", "Pattern", "Scores", "Query", "Key", "Value", "HeadOutput",
+           "Residual", "Visible", "TokenIds"]

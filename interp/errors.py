@@ -91,7 +91,9 @@ def check_out_dir(path: str | os.PathLike) -> Path:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputPathError(f"--out {path} is under {existing}, which is a file; choose a folder elsewhere.")
+        raise OutputPathError(f"--out {path} is under {existing}, which is a file; choose a folder "
+                              "elsewhere.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"--out {path}: the folder {existing} is not writable; choose another --out folder.")
+        raise OutputPathError(f"--out {path}: the folder {existing} is not writable; choose another --out "
+                              "folder.")
     return path

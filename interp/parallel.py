@@ -50,10 +50,11 @@ def init(backend: str | None = None) -> tuple[int, int]:
         backend = backend or os.environ.get("INTERP_DIST_BACKEND") or (
             "nccl" if torch.cuda.is_available() else "gloo")
         if backend not in ("gloo", "nccl"):
-            raise ParallelError(f"unknown torch.distributed backend {backend!r}; use gloo (CPU) or nccl (GPU).")
+            raise ParallelError(f"unknown torch.distributed backend {backend!r}; use gloo (CPU) or nccl "
+                                "(GPU).")
         if backend == "nccl" and not torch.cuda.is_available():
-            raise ParallelError("NCCL needs CUDA GPUs and this machine has none; use INTERP_DIST_BACKEND=gloo "
-                                "(CPU ranks) or run on GPU machines.")
+            raise ParallelError("NCCL needs CUDA GPUs and this machine has none; use "
+                                "INTERP_DIST_BACKEND=gloo (CPU ranks) or run on GPU machines.")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
@@ -118,8 +119,8 @@ def check_same(settings: Any, what: str = "settings") -> None:
     dist.all_gather_object(every, digest)
     odd = [r for r, d in enumerate(every) if d != every[0]]
     if odd:
-        raise ParallelError(f"ranks {odd} were started with other {what} than rank 0; start every rank with the "
-                            f"same command line and files.")
+        raise ParallelError(f"ranks {odd} were started with other {what} than rank 0; start every rank with "
+                            f"the same command line and files.")
 
 
 def check_work(n_units: int, what: str, hint: str = "") -> None:

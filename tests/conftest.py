@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(config, items):
     """
     unmarked = [item.nodeid for item in items if not {"fast", "slow"} & {m.name for m in item.iter_markers()}]
     if unmarked:
-        raise pytest.UsageError(f"{len(unmarked)} tests are marked neither fast nor slow: {', '.join(unmarked)}")
+        raise pytest.UsageError(f"{len(unmarked)} tests are marked neither fast nor slow: "
+                                f"{', '.join(unmarked)}")
     import torch
 
     if not torch.cuda.is_available():

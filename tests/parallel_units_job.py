@@ -1,4 +1,5 @@
-"""Analyzers under torchrun for tests/test_parallel_runs.py: `torchrun ... parallel_units_job.py TINY_DIR OUT`.
+"""Analyzers under torchrun for tests/test_parallel_runs.py: `torchrun ... parallel_units_job.py TINY_DIR
+OUT`.
 
 `run(tiny_dir, checkpoint)` gives the same dictionary alone or on every rank: retrieval scores,
 a head search scored by the model, and a pruning experiment, each split over the ranks.
@@ -20,13 +21,16 @@ from interp.tasks.niah import NEEDLES, NiahConfig, build_trials
 
 def run(tiny_dir: str, checkpoint: Path | None = None) -> dict:
     m = interp.load(tiny_dir)
-    trials = build_trials(m.tokenizer, NiahConfig(lengths=(120,), depths=(0.2, 0.5, 0.8), needles=NEEDLES[:2]),
+    trials = build_trials(m.tokenizer,
+                          NiahConfig(lengths=(120,), depths=(0.2, 0.5, 0.8), needles=NEEDLES[:2]),
                           n_ctx=m.adapter.n_ctx)
-    scores = retrieval_scores(m, trials, batch_size=2, max_new_tokens=3, checkpoint=checkpoint, progress=False)
+    scores = retrieval_scores(m, trials, batch_size=2, max_new_tokens=3, checkpoint=checkpoint,
+                              progress=False)
     heldout = torch.randint(1, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     config = PruneConfig(top_k=[2], random_draws=2, batch_size=2, max_new_tokens=3)
     search = search_heads(lambda heads: (-perplexity(m, heldout, heads, config),), n_layers=3, n_heads=4,
-                          config=SearchConfig(budget=8, max_heads=2, skip_first=1, skip_last=0), progress=False)
+                          config=SearchConfig(budget=8, max_heads=2, skip_first=1, skip_last=0),
+                          progress=False)
     pruned = prune_experiment(m, scores, trials[:2], heldout, config, progress=False)
     return {"scores": scores.to_json(), "trial_ids": scores.trial_ids, "n_trials": scores.n_trials,
             "search": search.to_json(), "prune": pruned.to_json()}

@@ -40,7 +40,8 @@ def test_checks_catch_a_wrong_adapter(monkeypatch):
 
     def broken(model):
         a = real(model)
-        a.stacks = {"decoder": adapters.Stack(a.stacks["decoder"].blocks, attn="self_attn", out_proj="q_proj")}
+        a.stacks = {"decoder": adapters.Stack(a.stacks["decoder"].blocks, attn="self_attn",
+                                              out_proj="q_proj")}
         return a
 
     monkeypatch.setattr("interp.models.model.adapter_for", broken)

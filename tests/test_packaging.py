@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.fast
 def test_every_source_folder_is_a_package():
-    packaged = {ROOT.joinpath(*name.split(".")) for name in find_packages(str(ROOT), include=["interp", "interp.*"])}
+    packaged = {ROOT.joinpath(*name.split("."))
+                for name in find_packages(str(ROOT), include=["interp", "interp.*"])}
     folders = {p.parent for p in (ROOT / "interp").rglob("*.py") if "__pycache__" not in p.parts}
     assert folders <= packaged, f"folders the wheel would leave out (add __init__.py): {sorted(folders - packaged)}"
 

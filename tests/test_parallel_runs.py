@@ -1,4 +1,5 @@
-"""torchrun runs (2 CPU ranks, gloo) of the analyzers and of `interp scan|prune|calibrate` equal one process."""
+"""torchrun runs (2 CPU ranks, gloo) of the analyzers and of `interp scan|prune|calibrate` equal one
+process."""
 
 import json
 import os
@@ -17,7 +18,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "scan"))
 from tiny_scan import save_tiny  # noqa: E402
 
-SETS = {"retrieval": {"lengths": [120], "depths": [0.3, 0.7], "n_needles": 2, "batch_size": 2, "max_new_tokens": 3},
+SETS = {"retrieval": {"lengths": [120], "depths": [0.3, 0.7], "n_needles": 2, "batch_size": 2,
+                      "max_new_tokens": 3},
         "sinks": {"n_prompts": 4, "words": 30, "length": 16, "batch_size": 2},
         "heads": {"n_random": 4, "half_len": 12, "batch_size": 2, "text_tokens": 24, "n_text": 2}}
 SCAN = ["--analyses", "heads,sinks,retrieval", "--quiet", "--no-report"] + [
@@ -45,7 +47,8 @@ def torchrun(*args, n: int = 2) -> list[str]:
 
 
 def interp_cmd(*args, n: int | None = 2) -> list[str]:
-    return torchrun("-m", "interp.cli", *args, n=n) if n else [sys.executable, "-m", "interp.cli", *map(str, args)]
+    return torchrun("-m", "interp.cli", *args, n=n) if n else [sys.executable, "-m", "interp.cli",
+                                                               *map(str, args)]
 
 
 def check(cmd) -> subprocess.CompletedProcess:
@@ -100,10 +103,11 @@ def test_analyzers_two_ranks_equal_one_and_bad_setups_fail(tiny, tmp_path):
 @pytest.mark.fast
 def test_cli_bad_setups_exit_2(tiny, tmp_path):
     # more ranks than retrieval batches: one clear line, exit 2 (torchrun reports the ranks' failure)
-    sets = ["--set", "retrieval.lengths=[120]", "--set", "retrieval.depths=[0.5]", "--set", "retrieval.n_needles=1",
-            "--set", "retrieval.max_new_tokens=2"]
-    proc = subprocess.run(interp_cmd("scan", tiny, "--analyses", "retrieval", "--out", tmp_path / "s", "--quiet",
-                                     *sets), env=_env(), capture_output=True, text=True, timeout=300)
+    sets = ["--set", "retrieval.lengths=[120]", "--set", "retrieval.depths=[0.5]", "--set",
+            "retrieval.n_needles=1", "--set", "retrieval.max_new_tokens=2"]
+    proc = subprocess.run(interp_cmd("scan", tiny, "--analyses", "retrieval", "--out", tmp_path / "s",
+                                     "--quiet", *sets), env=_env(), capture_output=True, text=True,
+                                     timeout=300)
     assert proc.returncode != 0 and "2 ranks but only 1 work units" in proc.stderr
     assert "exitcode  : 2" in proc.stderr or "exit code 2" in proc.stderr.lower()
     # NCCL asked for on a machine without CUDA

@@ -19,8 +19,9 @@ CONFIGS = {
     "gemma2": lambda: _llama_like(tf.Gemma2Config, head_dim=8, sliding_window=4, query_pre_attn_scalar=8),
     "gpt2": lambda: tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128,
                                   bos_token_id=0, eos_token_id=0),
-    "gpt_neox": lambda: tf.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, max_position_embeddings=128),
+    "gpt_neox": lambda: tf.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         max_position_embeddings=128),
 }
 DECODER_ONLY = list(CONFIGS)
 
@@ -50,9 +51,10 @@ def padded_batch(seed: int = 0, lengths=(7, 4, 9)) -> dict[str, torch.Tensor]:
 def tiny_whisper(attn: str = "sdpa", seed: int = 0) -> tf.WhisperForConditionalGeneration:
     torch.manual_seed(seed)
     config = tf.WhisperConfig(vocab_size=VOCAB, num_mel_bins=8, encoder_layers=2, decoder_layers=2,
-                              encoder_attention_heads=4, decoder_attention_heads=4, d_model=32, encoder_ffn_dim=64,
-                              decoder_ffn_dim=64, max_source_positions=16, max_target_positions=32, pad_token_id=0,
-                              bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+                              encoder_attention_heads=4, decoder_attention_heads=4, d_model=32,
+                              encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=16,
+                              max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                              decoder_start_token_id=1)
     return tf.WhisperForConditionalGeneration._from_config(config, attn_implementation=attn).eval()
 
 

@@ -172,7 +172,8 @@ Heads = list[tuple[int, int]]
 
 
 def aggregate(attention: Float[Tensor, "layer head step key"], how: str | Heads) -> Float[Tensor, "step key"]:
-    """Mean of per-head maps: `"all"` heads, `"layer:L"` (one layer's heads), `"head:L.H"` or a list of (L, H)."""
+    """Mean of per-head maps: `"all"` heads, `"layer:L"` (one layer's heads), `"head:L.H"` or a list of
+    (L, H)."""
     if isinstance(how, str):
         if how == "all":
             return attention.mean((0, 1))

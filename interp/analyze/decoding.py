@@ -69,8 +69,10 @@ class PrefixCache:
 
     def __init__(self, min_tokens: int = 16, keep: int = 8):
         self.min_tokens, self.keep = min_tokens, keep
-        self.entries: list[tuple[list[int], list[tuple[Tensor, Tensor]]]] = []  # (ids, per layer (keys, values))
-        self.buffers: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> decoding (keys, values) [batch, kv, pos, d]
+        # (ids, per layer (keys, values))
+        self.entries: list[tuple[list[int], list[tuple[Tensor, Tensor]]]] = []
+        # layer -> decoding (keys, values) [batch, kv, pos, d]
+        self.buffers: dict[int, tuple[Tensor, Tensor]] = {}
 
     def reusable(self, ids: Sequence[int]) -> tuple[int, int]:
         """(n, entry): how many leading tokens of `ids` can come from the cache, and from which entry
@@ -83,16 +85,19 @@ class PrefixCache:
         return (best, entry) if best >= self.min_tokens else (0, -1)
 
     def start(self, entries: Sequence[int], n: int) -> DynamicCache | None:
-        """A fresh cache whose row `r` holds the first `n` positions of entry `entries[r]` (None when n = 0)."""
+        """A fresh cache whose row `r` holds the first `n` positions of entry `entries[r]`
+        (None when n = 0)."""
         if n == 0:
             return None
         if len(set(entries)) == 1:  # one source: a view repeated over the batch, no copy
             layers = self.entries[entries[0]][1]
             return DynamicCache(ddp_cache_data=[(k[:, :, :n].expand(len(entries), -1, -1, -1),
-                                                 v[:, :, :n].expand(len(entries), -1, -1, -1)) for k, v in layers])
+                                                 v[:, :, :n].expand(len(entries), -1, -1, -1))
+                                                 for k, v in layers])
         per_layer = zip(*[self.entries[e][1] for e in entries])
         return DynamicCache(ddp_cache_data=[(torch.cat([k[:, :, :n] for k, _ in rows]),
-                                             torch.cat([v[:, :, :n] for _, v in rows])) for rows in per_layer])
+                                             torch.cat([v[:, :, :n] for _, v in rows]))
+                                             for rows in per_layer])
 
     def remember(self, ids: Sequence[int], layers: list[tuple[Tensor, Tensor]]) -> None:
         self.entries = [*self.entries, (list(ids), layers)][-self.keep:]
@@ -103,7 +108,8 @@ class PrefixCache:
         if layer in self.buffers:
             keys, values = self.buffers[layer]
             if (keys.shape[0] >= batch and keys.shape[2] >= positions and keys.shape[1] == like.shape[1]
-                    and keys.shape[3] == like.shape[3] and keys.dtype == like.dtype and keys.device == like.device):
+                    and keys.shape[3] == like.shape[3] and keys.dtype == like.dtype
+                    and keys.device == like.device):
                 return keys[:batch, :, :positions], values[:batch, :, :positions]
         room = -(-positions // 256) * 256  # slack: the next batch's prompts may be a few tokens longer
         shape = (batch, like.shape[1], room, like.shape[3])
@@ -161,7 +167,8 @@ def greedy(
             group.append(ids)
             sources.append(source)
         n = min(n for n, _ in sources)
-        layers, tokens = _prompt_pass(model, group, prefix.start([e for _, e in sources], n), n, pad_id, observer)
+        layers, tokens = _prompt_pass(model, group, prefix.start([e for _, e in sources], n), n, pad_id,
+                                      observer)
         for ids, own in zip(group, layers):
             prefix.remember(ids, own)
         rows += layers
@@ -176,7 +183,8 @@ def greedy(
     tokens = torch.cat(first)
     generated = [tokens]
     done = _is_eos(tokens, eos)
-    cache = _stack(rows, pads, max_new_tokens - 1, prefix) if max_new_tokens > 1 and not bool(done.all()) else None
+    cache = (_stack(rows, pads, max_new_tokens - 1, prefix) if max_new_tokens > 1 and not bool(done.all())
+             else None)
     mask = (torch.arange(width)[None] >= pads[:, None]).long()
     for step in range(1, max_new_tokens):
         if bool(done.all()):
@@ -247,7 +255,8 @@ def _is_eos(tokens: Int[Tensor, " batch"], eos: set[int]) -> Tensor:
     return torch.isin(tokens, torch.tensor(sorted(eos), dtype=torch.long))
 
 
-def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int, prefix: PrefixCache) -> DynamicCache:
+def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: int,
+           prefix: PrefixCache) -> DynamicCache:
     """One batched cache from single-prompt caches, each left-padded with zeros by `pads[row]`, with
     `room` free positions after the longest so that decoding writes in place (`_ReservedLayer`), in
     the prefix cache's decoding buffers."""
@@ -255,7 +264,8 @@ def _stack(caches: Sequence[list[tuple[Tensor, Tensor]]], pads: Tensor, room: in
     for layer, per_prompt in enumerate(zip(*caches)):
         k0 = per_prompt[0][0]
         width = int(pads[0]) + k0.shape[-2]
-        keys, values = prefix.decoding_buffers(layer, len(caches), width + room, k0)  # room: written before read
+        # room: written before read
+        keys, values = prefix.decoding_buffers(layer, len(caches), width + room, k0)
         for row, ((k, v), pad) in enumerate(zip(per_prompt, pads.tolist())):
             keys[row, :, :pad], values[row, :, :pad] = 0.0, 0.0  # masked, but must be finite (0 x nan = nan)
             keys[row, :, pad:width] = k[0]
@@ -284,7 +294,8 @@ class _ReservedLayer(DynamicLayer):
     def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
         keys, values = self.buffers
         start, stop = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
-        if stop > keys.shape[-2] or self.keys.data_ptr() != keys.data_ptr():  # no room, or cropped: concatenate
+        # no room, or cropped: concatenate
+        if stop > keys.shape[-2] or self.keys.data_ptr() != keys.data_ptr():
             return super().update(key_states, value_states, *args, **kwargs)
         keys[..., start:stop, :] = key_states
         values[..., start:stop, :] = value_states

@@ -49,20 +49,20 @@ DEFAULT_TEXT = (
     "in want of a wife. However little known the feelings or views of such a man may be on his first "
     "entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that "
     "he is considered the rightful property of some one or other of their daughters. \"My dear Mr. Bennet,\" "
-    "said his lady to him one day, \"have you heard that Netherfield Park is let at last?\" Mr. Bennet replied "
-    "that he had not. \"But it is,\" returned she; \"for Mrs. Long has just been here, and she told me all "
-    "about it.\" Mr. Bennet made no answer. \"Do you not want to know who has taken it?\" cried his wife "
-    "impatiently. \"You want to tell me, and I have no objection to hearing it.\" This was invitation enough. "
-    "\"Why, my dear, you must know, Mrs. Long says that Netherfield is taken by a young man of large fortune "
-    "from the north of England; that he came down on Monday in a chaise and four to see the place, and was "
-    "so much delighted with it, that he agreed with Mr. Morris immediately; that he is to take possession "
-    "before Michaelmas, and some of his servants are to be in the house by the end of next week.\" \"What is "
-    "his name?\" \"Bingley.\" \"Is he married or single?\" \"Oh! Single, my dear, to be sure! A single man of "
-    "large fortune; four or five thousand a year. What a fine thing for our girls!\" \"How so? How can it "
-    "affect them?\" \"My dear Mr. Bennet,\" replied his wife, \"how can you be so tiresome! You must know that "
-    "I am thinking of his marrying one of them.\" \"Is that his design in settling here?\" \"Design! Nonsense, "
-    "how can you talk so! But it is very likely that he may fall in love with one of them, and therefore you "
-    "must visit him as soon as he comes.\""
+    "said his lady to him one day, \"have you heard that Netherfield Park is let at last?\" Mr. Bennet "
+    "replied that he had not. \"But it is,\" returned she; \"for Mrs. Long has just been here, and she told "
+    "me all about it.\" Mr. Bennet made no answer. \"Do you not want to know who has taken it?\" cried his "
+    "wife impatiently. \"You want to tell me, and I have no objection to hearing it.\" This was invitation "
+    "enough. \"Why, my dear, you must know, Mrs. Long says that Netherfield is taken by a young man of large "
+    "fortune from the north of England; that he came down on Monday in a chaise and four to see the place, "
+    "and was so much delighted with it, that he agreed with Mr. Morris immediately; that he is to take "
+    "possession before Michaelmas, and some of his servants are to be in the house by the end of next "
+    "week.\" \"What is his name?\" \"Bingley.\" \"Is he married or single?\" \"Oh! Single, my dear, to be "
+    "sure! A single man of large fortune; four or five thousand a year. What a fine thing for our girls!\" "
+    "\"How so? How can it affect them?\" \"My dear Mr. Bennet,\" replied his wife, \"how can you be so "
+    "tiresome! You must know that I am thinking of his marrying one of them.\" \"Is that his design in "
+    "settling here?\" \"Design! Nonsense, how can you talk so! But it is very likely that he may fall in "
+    "love with one of them, and therefore you must visit him as soon as he comes.\""
 )
 
 
@@ -128,7 +128,8 @@ def role_masks(
     same = (tq[:, :, None] == tok[:, None, :]) & rq[:, :, None] & real[:, None, :]
     prev_tok = torch.cat([torch.full_like(tok[:, :1], -2), tok[:, :-1]], dim=1)  # token before key j
     prev_real = torch.cat([torch.zeros_like(real[:, :1]), real[:, :-1]], dim=1)
-    after = (tq[:, :, None] == prev_tok[:, None, :]) & rq[:, :, None] & prev_real[:, None, :] & real[:, None, :]
+    after = ((tq[:, :, None] == prev_tok[:, None, :]) & rq[:, :, None] & prev_real[:, None, :]
+             & real[:, None, :])
     return {
         "previous_token": (k[None, None, :] == q[None, :, None] - 1) & rq[:, :, None] & real[:, None, :],
         "duplicate_token": same & (k[None, None, :] < q[None, :, None]),
@@ -193,7 +194,8 @@ class DetectorProbe(Probe):
 
     def record(self, call: AttentionCall, z) -> None:
         if call.q_len != self.tokens.shape[1] or call.k_len != self.tokens.shape[1]:
-            raise InterpError("DetectorProbe scores whole prompts in one forward pass (no KV cache or generate).")
+            raise InterpError("DetectorProbe scores whole prompts in one forward pass (no KV cache or "
+                              "generate).")
         sums = self.sums.setdefault(call.layer, _LayerSums())
         tokens, real = self.tokens.to(call.query.device), self.real.to(call.query.device)
         for start in range(0, call.q_len, self.chunk_rows):
@@ -229,8 +231,8 @@ def text_windows(tokenizer, texts: Sequence[str], n: int, length: int, *, bos: i
         ids += tokenizer(text, add_special_tokens=False)["input_ids"]
     n_fit = len(ids) // length
     if n_fit == 0:
-        raise InterpError(f"the texts hold {len(ids)} tokens, fewer than one window of {length}; give more text "
-                          f"or a smaller text_tokens.")
+        raise InterpError(f"the texts hold {len(ids)} tokens, fewer than one window of {length}; give more "
+                          f"text or a smaller text_tokens.")
     windows = torch.tensor(ids[: min(n, n_fit) * length]).reshape(-1, length)
     if bos is not None:
         windows = torch.cat([torch.full((len(windows), 1), bos), windows], dim=1)
@@ -255,7 +257,8 @@ class Sums:
                     {k: self.rows[k] + other.rows[k] for k in self.rows})
 
     def means(self, suffix: str = "") -> dict[str, Float[Tensor, "layer head"]]:
-        return {f"{k}{suffix if k in ROLE_METRICS else ''}": (self.total[k] / self.rows[k].clamp(min=1)[:, None]).float()
+        return {f"{k}{suffix if k in ROLE_METRICS else ''}":
+                (self.total[k] / self.rows[k].clamp(min=1)[:, None]).float()
                 for k in self.total}
 
     def to_json(self) -> dict:
@@ -284,8 +287,8 @@ def score_batch(model, ids: TokenIds, chunk_rows: int = 128) -> Sums:
             model.bridge(ids.to(model.device))
         real = torch.ones_like(ids, dtype=torch.bool)
         for layer in rec.patterns:
-            accumulate(per_layer.setdefault(layer, _LayerSums()), rec.patterns[layer].float().cpu(), ids, real,
-                       slice(None))
+            accumulate(per_layer.setdefault(layer, _LayerSums()), rec.patterns[layer].float().cpu(), ids,
+                       real, slice(None))
         return _collect(per_layer)
     probe = DetectorProbe(chunk_rows=chunk_rows)
     probe.feed(ids, torch.ones_like(ids, dtype=torch.bool))
@@ -301,7 +304,8 @@ def probe_sets(model, config: HeadsConfig) -> dict[str, list[TokenIds]]:
     vocab = min(len(tok), model.hf.config.vocab_size)
     rand = repeated_random_tokens(config.n_random, config.half_len, vocab, bos=bos, seed=config.seed)
     text = text_windows(tok, config.texts or [DEFAULT_TEXT], config.n_text, config.text_tokens, bos=bos)
-    return {"random": list(torch.split(rand, config.batch_size)), "text": list(torch.split(text, config.batch_size))}
+    return {"random": list(torch.split(rand, config.batch_size)),
+            "text": list(torch.split(text, config.batch_size))}
 
 
 def scores_from_sums(random: Sums | None, text: Sums | None) -> dict[str, Float[Tensor, "layer head"]]:

@@ -309,7 +309,8 @@ def prune_experiment(
             ("random", k, d, draw_random_heads(n_layers, n_heads, exclude, k, rng))
             for d in range(config.random_draws)
         ]
-    check_same({"plan": plan, "trials": [t.id for t in trials], "heldout": heldout.tolist(), "config": repr(config)},
+    check_same({"plan": plan, "trials": [t.id for t in trials], "heldout": heldout.tolist(),
+                "config": repr(config)},
                "pruning settings")
     check_work(len(plan), "ablation conditions", "use fewer processes")
 

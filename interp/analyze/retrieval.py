@@ -136,11 +136,13 @@ class RetrievalScores:
         try:
             keys = {parse_head(k): v for k, v in data.items()}  # "L.H", or the official "L-H"
             if any(len(k) != 2 or min(k) < 0 for k in keys) or not all(
-                    isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in keys.values()):
+                    isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                    for v in keys.values()):
                 raise ValueError("keys 'L.H', values lists of numbers")
         except (ValueError, AttributeError, InterpError) as err:
             raise InterpError(
-                f"not a retrieval score file: keys must be head labels 'L.H' (or 'L-H') with lists of scores ({err})."
+                "not a retrieval score file: keys must be head labels 'L.H' (or 'L-H') with lists of scores "
+                f"({err})."
             ) from None
         lengths = {len(v) for v in keys.values()}
         if len(lengths) > 1:
@@ -214,7 +216,8 @@ def retrieval_scores(
     def unit(group: Sequence[Trial]) -> list[TrialResult]:
         # a fresh prefix cache per batch: each batch is computed alike alone, resumed, or on any rank
         return [r for results in run_trials(m, group, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                            score=True, progress=False, prefix=PrefixCache()) for r in results]
+                                            score=True, progress=False, prefix=PrefixCache())
+                                            for r in results]
 
     try:
         with progress_bar(enabled=progress and is_main()) as bar:

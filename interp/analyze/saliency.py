@@ -166,7 +166,8 @@ def _gradient_method(cls_name: str):
                     baselines=cfg.baseline,
                     internal_batch_size=cfg.internal_batch_size or len(rows) * cfg.n_steps,
                 )
-            with torch.enable_grad():  # also inside an enclosing capture (`with interp.ablate(...)`), which has none
+            # also inside an enclosing capture (`with interp.ablate(...)`), which has none
+            with torch.enable_grad():
                 out.append(method.attribute(x, **kw).detach())
         return torch.cat(out)
 

@@ -111,8 +111,9 @@ class SinkReport:
             heads[s.token].add((s.layer, s.head))
             positions[s.token].append(s.position)
         n_prompts = len(self.first)
-        return [{"token": tok, "hits": n, "prompts": len(prompts[tok]), "prompt_share": len(prompts[tok]) / n_prompts,
-                 "heads": len(heads[tok]), "median_position": sorted(positions[tok])[len(positions[tok]) // 2]}
+        return [{"token": tok, "hits": n, "prompts": len(prompts[tok]),
+                 "prompt_share": len(prompts[tok]) / n_prompts, "heads": len(heads[tok]),
+                 "median_position": sorted(positions[tok])[len(positions[tok]) // 2]}
                 for tok, n in hits.most_common(top)]
 
     def to_json(self, top: int = 30) -> dict:
@@ -137,7 +138,8 @@ class SinkReport:
         fig.add_trace(go.Heatmap(z=self.n_hidden.float().mean(0).numpy(), x=heads, y=self.layers,
                                  colorscale="Magma", colorbar=dict(x=0.64)), 1, 2)
         table = self.token_table(top)[::-1]
-        fig.add_trace(go.Bar(x=[t["hits"] for t in table], y=[repr(t["token"]) for t in table], orientation="h"), 1, 3)
+        fig.add_trace(go.Bar(x=[t["hits"] for t in table], y=[repr(t["token"]) for t in table],
+                             orientation="h"), 1, 3)
         for col in (1, 2):
             fig.update_xaxes(title_text="head", row=1, col=col)
             fig.update_yaxes(title_text="layer", row=1, col=col)
@@ -163,7 +165,8 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
                    for i in range(0, len(ids), config.batch_size)]
     else:
         if tok is None:
-            raise InterpError("find_sinks got strings but the model has no tokenizer; pass a tokenized batch.")
+            raise InterpError("find_sinks got strings but the model has no tokenizer; pass a tokenized "
+                              "batch.")
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -196,15 +199,17 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
         counts.append(is_hidden.sum(-1))
         for p, li, h, k in torch.nonzero(is_hidden).tolist():
             token = tok.decode([int(ids[p, k])]) if tok is not None else str(int(ids[p, k]))
-            hidden.append(HiddenSink(seen + p, layers[li], h, k - int(first[p]), token, float(alpha[p, li, h, k])))
+            hidden.append(HiddenSink(seen + p, layers[li], h, k - int(first[p]), token,
+                                     float(alpha[p, li, h, k])))
         lengths += mask.sum(-1).tolist()
         seen += len(ids)
-    return SinkReport(torch.cat(firsts), torch.cat(counts), hidden, layers, config.tau, tuple(config.epsilons),
-                      lengths)
+    return SinkReport(torch.cat(firsts), torch.cat(counts), hidden, layers, config.tau,
+                      tuple(config.epsilons), lengths)
 
 
 def passages(n: int = 64, *, words: int = 80, path: str | Path | None = None, seed: int = 0) -> list[str]:
-    """`n` natural-text passages of about `words` words from a public-domain text (Gutenberg header skipped)."""
+    """`n` natural-text passages of about `words` words from a public-domain text
+    (Gutenberg header skipped)."""
     import random
 
     if path is None:

@@ -65,7 +65,8 @@ class DecodeArgmax(Probe):
         self._weights = (call, w)
         b, h, _, k = w.shape
         v = call.value
-        z = torch.matmul(w.to(v.dtype).view(b, v.shape[1], -1, k), v)  # query heads grouped under their kv head
+        # query heads grouped under their kv head
+        z = torch.matmul(w.to(v.dtype).view(b, v.shape[1], -1, k), v)
         return z.view(b, h, 1, -1).transpose(1, 2)
 
     def record(self, call: AttentionCall, z) -> None:

@@ -17,5 +17,5 @@ from interp.capture.session import Recording, capture
 from interp.capture.stats import Stats
 from interp.masks import visible_keys
 
-__all__ = ["capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-           "visible_keys", "IMPLEMENTATION"]
+__all__ = ["capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe",
+           "AttentionCall", "visible_keys", "IMPLEMENTATION"]

@@ -47,11 +47,13 @@ def interp_attention(
     if not sessions:  # no capture of this context watches this model: what it computed before "interp"
         previous = context.previous_attention(module)
         if previous is not None:
-            return previous(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+            return previous(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                            **kwargs)
     softcap = kwargs.pop("softcap", None)
     sinks = kwargs.pop("s_aux", None)
     indices = kwargs.pop("indices", None)
-    if indices is not None:  # a sparse-attention indexer (DeepSeek-V3.2 style) picked the keys each query reads
+    # a sparse-attention indexer (DeepSeek-V3.2 style) picked the keys each query reads
+    if indices is not None:
         attention_mask = _select_keys(attention_mask, indices, key.shape[-2], query.dtype)
     exact = softcap is not None or sinks is not None  # SDPA can neither soft-cap nor add learned sinks
     probes, base = [], None  # (probe, the call stamped with its own capture's step)
@@ -102,8 +104,8 @@ def _sdpa(module, query, key, value, mask, scaling, dropout, **kwargs) -> tuple[
     short prompt over a long cache (4 x 100 queries over 800 keys, SmolLM2 shapes: 10.2 -> 5.6 ms).
     """
     groups = getattr(module, "num_key_value_groups", 1)
-    if (query.device.type == "cpu" and mask is not None and groups > 1 and query.shape[2] > 1 and dropout == 0.0
-            and kwargs.get("position_bias") is None and kwargs.get("softcap") is None):
+    if (query.device.type == "cpu" and mask is not None and groups > 1 and query.shape[2] > 1
+            and dropout == 0.0 and kwargs.get("position_bias") is None and kwargs.get("softcap") is None):
         z = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                              enable_gqa=True)
         return z.transpose(1, 2).contiguous(), None
@@ -111,7 +113,8 @@ def _sdpa(module, query, key, value, mask, scaling, dropout, **kwargs) -> tuple[
 
 
 def _select_keys(mask, indices: torch.Tensor, k_len: int, dtype) -> torch.Tensor:
-    """`mask` ([batch, 1, query, key], bool or additive) restricted to the keys in `indices` [batch, query, topk].
+    """`mask` ([batch, 1, query, key], bool or additive) restricted to the keys in `indices` [batch, query,
+    topk].
 
     What transformers' eager / SDPA paths do with the indexer's choice; other backends get `indices`.
     """
@@ -134,11 +137,13 @@ def _make_call(module, stack, layer, step, query, key, value, mask, scaling, sof
 
 
 def _exact_output(call: AttentionCall, heads: torch.Tensor, editors) -> torch.Tensor:
-    """Eager attention for `heads`, with every editor's weight edit applied, as `[batch, query, head, d_head]`."""
+    """Eager attention for `heads`, with every editor's weight edit applied, as
+    `[batch, query, head, d_head]`."""
     weights = call.weights(heads)
     for probe, own_call, edited in editors:
         edited = edited.to(heads.device)
-        idx = torch.nonzero(heads[:, None] == edited[None, :])[:, 0]  # positions of edited heads within `heads`
+        # positions of edited heads within `heads`
+        idx = torch.nonzero(heads[:, None] == edited[None, :])[:, 0]
         weights[:, idx] = probe.edit_weights(own_call, weights[:, idx], heads[idx])
     call.edited = (heads, weights)
     v = call.value[:, call.kv_head_of(heads)]
@@ -152,7 +157,8 @@ def interp_mask(*args, config=None, **kwargs):
     if previous in (None, IMPLEMENTATION) or context.watched(config):
         return sdpa_mask(*args, config=config, **kwargs)
     build = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(previous)
-    return None if build is None else build(*args, config=config, **kwargs)  # None: as transformers' early exit
+    # None: as transformers' early exit
+    return None if build is None else build(*args, config=config, **kwargs)
 
 
 def register() -> None:

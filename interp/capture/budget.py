@@ -37,7 +37,8 @@ def parse_bytes(size: int | float | str) -> int:
         return int(size)
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(size))
     if match is None or match.group(2).lower() not in _UNITS:
-        raise InterpError(f"cannot read memory size {size!r}; write it like '2GB', '512MiB' or 1_000_000 (bytes).")
+        raise InterpError(f"cannot read memory size {size!r}; write it like '2GB', '512MiB' or 1_000_000 "
+                          "(bytes).")
     value = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if value <= 0:
         raise InterpError(f"a memory budget must be positive, got {size!r}.")
@@ -61,7 +62,8 @@ def stats_bytes(*, layers: int, heads: int, batch: int, q_len: int, k_len: int, 
     """Bytes the `Stats` recorder stores: ~4 floats + 1 long per row, spans, top-k and columns."""
     rows = layers * heads * batch * q_len
     per_row = 4 * 3 + 8 + 4 * n_spans + 12 * top_k
-    return rows * per_row + (layers * heads * batch * k_len * 4 + layers * batch * k_len * 8 if columns else 0)
+    return rows * per_row + (layers * heads * batch * k_len * 4 + layers * batch * k_len * 8 if columns
+                             else 0)
 
 
 def check_patterns_fit(budget: int | str, *, layers: int, heads: int, batch: int, q_len: int, k_len: int,
@@ -72,14 +74,16 @@ def check_patterns_fit(budget: int | str, *, layers: int, heads: int, batch: int
     if need > limit:
         stats = stats_bytes(layers=layers, heads=heads, batch=batch, q_len=q_len, k_len=k_len)
         raise MemoryBudgetError(
-            f"full attention patterns for {layers} layers x {heads} heads x batch {batch} x {q_len} queries x "
-            f"{k_len} keys need {human(need)}, over the budget of {human(limit)}. Record fewer layers/heads/"
-            f"query rows (Patterns(layers=..., heads=..., queries=...)), or use the streaming Stats recorder "
-            f"(lse, entropy, argmax, span mass, top-k, column means) which needs about {human(stats)}."
+            f"full attention patterns for {layers} layers x {heads} heads x batch {batch} x {q_len} queries "
+            f"x {k_len} keys need {human(need)}, over the budget of {human(limit)}. Record fewer "
+            "layers/heads/query rows (Patterns(layers=..., heads=..., queries=...)), or use the streaming "
+            "Stats recorder (lse, entropy, argmax, span mass, top-k, column means) which needs about "
+            f"{human(stats)}."
         )
 
 
-def chunk_rows(budget: int | str | None, *, batch: int, heads: int, k_len: int, reserve: int = 0) -> int | None:
+def chunk_rows(budget: int | str | None, *, batch: int, heads: int, k_len: int,
+               reserve: int = 0) -> int | None:
     """Query rows per kernel chunk so the transient scores fit `budget - reserve` (None: kernel default)."""
     if budget is None:
         return None
@@ -87,9 +91,9 @@ def chunk_rows(budget: int | str | None, *, batch: int, heads: int, k_len: int, 
     need_one = 3 * 4 * batch * heads * k_len  # the kernels' fp32 scratch for one query row
     if free < need_one:
         raise MemoryBudgetError(
-            f"a budget of {human(parse_bytes(budget))} leaves {human(max(free, 0))} for attention statistics, "
-            f"but one query row of {heads} heads x {k_len} keys x batch {batch} needs {human(need_one)}; "
-            f"raise max_memory or split the batch."
+            f"a budget of {human(parse_bytes(budget))} leaves {human(max(free, 0))} for attention "
+            f"statistics, but one query row of {heads} heads x {k_len} keys x batch {batch} needs "
+            f"{human(need_one)}; raise max_memory or split the batch."
         )
     return rows_per_chunk(batch, heads, k_len, budget_bytes=free)
 

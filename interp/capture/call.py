@@ -94,7 +94,8 @@ class AttentionCall:
         self, heads: Tensor | None = None, rows: slice = slice(None)
     ) -> Float[Tensor, "batch head query key"]:
         """Pre-softmax scores in fp32, hidden keys at -inf, exactly as eager attention computes them."""
-        if heads is None:  # every head: group query heads under their kv head instead of copying keys per head
+        # every head: group query heads under their kv head instead of copying keys per head
+        if heads is None:
             b, h, _, d = self.query.shape
             kv = self.key.shape[1]
             q = self.query[:, :, rows].float()

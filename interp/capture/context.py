@@ -31,7 +31,8 @@ _ACTIVE: ContextVar[tuple] = ContextVar("interp_captures", default=())
 
 _LOCK = threading.Lock()
 _COUNT: dict[int, int] = {}  # id(hf model) -> captures open on it, in any context
-_PREVIOUS: dict[int, tuple[weakref.ref, str]] = {}  # id(config) -> (config, its implementation before "interp")
+# id(config) -> (config, its implementation before "interp")
+_PREVIOUS: dict[int, tuple[weakref.ref, str]] = {}
 _IN_USE: set[int] = set()  # id() of probes that belong to an open capture
 
 
@@ -95,9 +96,10 @@ def acquire(hf, configs: dict[int, object]) -> None:
                 if hf.config._attn_implementation != IMPLEMENTATION:
                     hf.set_attn_implementation(current)
                     raise UnsupportedArchitectureError(
-                        f"{type(hf).__name__} does not route attention through transformers' AttentionInterface, "
-                        f"so interp cannot capture it exactly. Supported: models whose attention calls "
-                        f"ALL_ATTENTION_FUNCTIONS (Llama, Mistral, Qwen2, Gemma, GPT-2, GPT-NeoX, Whisper, ...)."
+                        f"{type(hf).__name__} does not route attention through transformers' "
+                        "AttentionInterface, so interp cannot capture it exactly. Supported: models whose "
+                        "attention calls ALL_ATTENTION_FUNCTIONS (Llama, Mistral, Qwen2, Gemma, GPT-2, "
+                        "GPT-NeoX, Whisper, ...)."
                     )
         _COUNT[id(hf)] = n + 1
 
@@ -153,8 +155,8 @@ def claim(probes) -> None:
         for probe in probes:
             if id(probe) in _IN_USE or id(probe) in seen:
                 raise ProbeInUseError(
-                    f"this {type(probe).__name__} probe already belongs to an open capture (in this or another "
-                    f"thread); give each capture its own probe object."
+                    f"this {type(probe).__name__} probe already belongs to an open capture (in this or "
+                    f"another thread); give each capture its own probe object."
                 )
             seen.add(id(probe))
         _IN_USE.update(seen)
@@ -172,7 +174,8 @@ def is_editor(probe) -> bool:
     if flag is not None:
         return bool(flag)
     cls = type(probe)
-    return any(getattr(cls, name) is not getattr(Probe, name) for name in ("edited_heads", "edit_weights", "edit_z"))
+    return any(getattr(cls, name) is not getattr(Probe, name)
+               for name in ("edited_heads", "edit_weights", "edit_z"))
 
 
 def enclosing_editors(model) -> list:

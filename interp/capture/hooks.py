@@ -104,8 +104,9 @@ class Patch(Probe):
 
     `values` is `[batch, len(positions), d_model]` (or broadcastable); by default only the first
     forward pass of the capture (the prefill) is patched. `steps` counts the passes of the capture
-    the patch is given to (from 0 again in each capture it is reused in), in its own thread. This is the interchange intervention of
-    activation patching: run the counterfactual with `resid_pre=[layer]`, then patch its vector in.
+    the patch is given to (from 0 again in each capture it is reused in), in its own thread. This is the
+    interchange intervention of activation patching: run the counterfactual with `resid_pre=[layer]`, then
+    patch its vector in.
 
         >>> with interp.capture(m, resid_pre=[12]) as cf:                              # doctest: +SKIP
         ...     m(**counterfactual)

@@ -74,5 +74,6 @@ class Probe:
 
 def cached_tokens(forward_kwargs: dict) -> int:
     """Tokens already in the KV cache handed to a model's forward (0 for a fresh sequence)."""
-    cache = forward_kwargs.get("cache", forward_kwargs.get("past_key_values"))  # `cache` since transformers 5.2x
+    # `cache` since transformers 5.2x
+    cache = forward_kwargs.get("cache", forward_kwargs.get("past_key_values"))
     return int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0

@@ -89,7 +89,8 @@ class Patterns(_AttentionRecorder):
         super().__post_init__()
         q = self.queries
         if isinstance(q, slice):
-            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (q.start, q.stop, q.step)) \
+            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                       for v in (q.start, q.stop, q.step)) \
                     or q.step == 0:
                 raise BadIndexError(f"Patterns(queries={q!r}): a slice of integers with a non-zero step.")
         elif q is not None:

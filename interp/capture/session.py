@@ -68,9 +68,11 @@ class Recording:
 class _Session:
     sites: dict
     probes: list[Probe]
-    configs: frozenset = frozenset()  # id() of the model's configs (the mask builder finds its captures by them)
+    # id() of the model's configs (the mask builder finds its captures by them)
+    configs: frozenset = frozenset()
     step: int = -1
-    seen_before: int = 0  # tokens already in the cache handed to this forward pass (absolute position of its first)
+    # tokens already in the cache handed to this forward pass (absolute position of its first)
+    seen_before: int = 0
     seen: int = 0
 
 
@@ -143,7 +145,8 @@ def capture(
         hooks = [(model.hf, "pre", _step_hook(session, model))]
         hooks += [hook for probe in all_probes for hook in probe.module_hooks(model)]
         for module, kind, fn in hooks:
-            fn = context.scoped(session, kind, fn)  # passes of other threads / contexts are not this capture's
+            # passes of other threads / contexts are not this capture's
+            fn = context.scoped(session, kind, fn)
             if kind == "pre":
                 handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
             else:

@@ -51,7 +51,8 @@ class Stats(Probe):
     max_memory: int | str | None = None
     device: torch.device | str | None = None
     fuse_output: bool = True  # compute the layer's output in the same pass (skips SDPA for these layers)
-    steps: dict = field(init=False, repr=False, default_factory=dict)  # (stack, layer) -> [(RowStats, ColumnStats, key_offset)]
+    # (stack, layer) -> [(RowStats, ColumnStats, key_offset)]
+    steps: dict = field(init=False, repr=False, default_factory=dict)
 
     def begin(self, model) -> None:
         adapter = model.adapter

@@ -16,7 +16,8 @@ from interp.capture.store import LayerMap
 _TL_POINTS = {
     "patterns": ("attn.hook_pattern", None, 2),        # [batch, head, query, key] already
     "z": ("attn.hook_z", None, 1),                     # TL: [batch, pos, head, d_head] = ours
-    "q": ("attn.hook_q", (0, 2, 1, 3), 2),             # TL: [batch, pos, head, d_head] -> [batch, head, pos, d_head]
+    # TL: [batch, pos, head, d_head] -> [batch, head, pos, d_head]
+    "q": ("attn.hook_q", (0, 2, 1, 3), 2),
     "k": ("attn.hook_k", (0, 2, 1, 3), 2),
     "v": ("attn.hook_v", (0, 2, 1, 3), 2),
     "resid_pre": ("hook_resid_pre", None, 1),
@@ -38,7 +39,8 @@ class TLHook(Probe):
         self.data = LayerMap(model.adapter.main_stack, cat_dim=_TL_POINTS[self.name][2],
                              pad_last=self.name == "patterns")
         n = model.adapter.n_layers()
-        self.layers = list(range(n)) if self.layers is None else [model.adapter.check_layer(i) for i in self.layers]
+        self.layers = list(range(n)) if self.layers is None else [model.adapter.check_layer(i)
+                                                                  for i in self.layers]
 
     def module_hooks(self, model) -> list[ModuleHook]:
         point, perm, _ = _TL_POINTS[self.name]
@@ -48,7 +50,8 @@ class TLHook(Probe):
 
             def fn(module, args, kwargs, output, layer=layer):
                 t = output.detach()
-                if self.name in ("q", "k", "v", "z") and t.ndim == 3:  # some bridges flatten heads: split them
+                # some bridges flatten heads: split them
+                if self.name in ("q", "k", "v", "z") and t.ndim == 3:
                     t = t.unflatten(-1, (-1, model.adapter.head_dim))
                 self.data.append(model.adapter.main_stack, layer, t.permute(*perm) if perm else t)
 
@@ -60,6 +63,7 @@ def tl_probe(name: str, spec) -> TLHook | None:
     if spec is None or spec is False:
         return None
     if isinstance(spec, Probe):
-        raise TypeError(f"backend='tl' records {name} from hook points; pass True or a list of layers, not a probe.")
+        raise TypeError(f"backend='tl' records {name} from hook points; pass True or a list of layers, not a "
+                        "probe.")
     layers = None if spec is True else [spec] if isinstance(spec, int) else list(spec)
     return TLHook(name=name, layers=layers)

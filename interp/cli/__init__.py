@@ -46,8 +46,10 @@ def _docstring(module_name: str) -> str | None:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The `interp` parser; only the subcommand named in `argv` is imported (all of them if `argv` is None)."""
-    parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability for transformer LMs.")
+    """The `interp` parser; only the subcommand named in `argv` is imported
+    (all of them if `argv` is None)."""
+    parser = argparse.ArgumentParser(prog="interp",
+                                     description="Mechanistic interpretability for transformer LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name in COMMANDS:
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "out", None) is not None:
             check_out_dir(args.out)
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under torchrun: one rank of a data-parallel run
+        # under torchrun: one rank of a data-parallel run
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             return _run_rank(args)
         return int(args._run(args) or 0)
     except InterpError as err:
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interp {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interp {args.command}: interrupted; finished work is saved (rerun with --resume where supported).",
+        print(f"interp {args.command}: interrupted; finished work is saved (rerun with --resume where "
+              "supported).",
               file=sys.stderr)
         return 130
 
@@ -92,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 def add_device_map_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device-map`, `--device-memory`, `--offload-folder`: a model too big for one device (accelerate)."""
     parser.add_argument("--device-map", default=None,
-                        help="spread layers over devices: auto | balanced | sequential | a JSON file {module: device}")
+                        help="spread layers over devices: auto | balanced | sequential | a JSON file "
+                             "{module: device}")
     parser.add_argument("--device-memory", default=None, metavar="DEV=SIZE,...",
                         help="per-device cap for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
-    parser.add_argument("--offload-folder", default=None, help="where --device-map puts layers that fit nowhere")
+    parser.add_argument("--offload-folder", default=None,
+                        help="where --device-map puts layers that fit nowhere")
 
 
 def device_map_kwargs(args) -> dict:

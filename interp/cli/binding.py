@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--task", default="boxes", choices=list(TEMPLATES), help="binding template")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                         help="prompt format; auto = chat if the tokenizer has a chat template")
-    parser.add_argument("--groups", type=_groups, default=(3, 5, 10), help="numbers of entity groups, e.g. 3,5,10")
+    parser.add_argument("--groups", type=_groups, default=(3, 5, 10),
+                        help="numbers of entity groups, e.g. 3,5,10")
     parser.add_argument("--layers", type=_layers, default="auto", help="'auto' (sweep all) or e.g. 18,20,22")
     parser.add_argument("--pairs", type=int, default=400,
                         help="counterfactual pairs per n (400: every share's 95%% interval within +-0.05)")
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     if args.search:
         found = search(model, args.groups, args.accuracy_per_position, args.seed)
         for rep in found:
-            print(f"\n{rep.template} / {rep.format}: mean accuracy {sum(rep.by_n.values()) / len(rep.by_n):.2f}")
+            print(f"\n{rep.template} / {rep.format}: mean accuracy "
+                  f"{sum(rep.by_n.values()) / len(rep.by_n):.2f}")
             print(rep.table())
         best = max(found, key=lambda r: sum(r.by_n.values()) / len(r.by_n))
         task, fmt = best.template, best.format

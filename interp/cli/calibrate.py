@@ -31,25 +31,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="embedded name (smollm2), local directory or .gguf file")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help="few-shot task: sst2, agnews, trec (interp.tasks.fewshot.TASKS)")
-    which.add_argument("--task-file", help="your own task: a JSON-lines file (format: interp.tasks.task_file)")
-    parser.add_argument("--shots", type=int, default=4, help="demonstrations per prompt (balanced over labels)")
+    which.add_argument("--task-file",
+                       help="your own task: a JSON-lines file (format: interp.tasks.task_file)")
+    parser.add_argument("--shots", type=int, default=4,
+                        help="demonstrations per prompt (balanced over labels)")
     parser.add_argument("--dev", type=int, default=64, help="dev examples for the head search")
     parser.add_argument("--test", type=int, default=500, help="test examples (disjoint from demos and dev)")
     parser.add_argument("--beta", type=float, default=0.4, help="factor kept on sink attention (ACT: 0.4)")
     parser.add_argument("--tau", type=float, default=0.1, help="column-mean threshold of a sink (ACT: 0.1)")
     parser.add_argument("--exempt", default="first_sink",
-                        help="first_sink, first_token or none: the sink left undamped: each head's first detected sink (ACT's code, default) or the "
-                             "first token")
+                        help="first_sink, first_token or none: the sink left undamped: each head's first "
+                             "detected sink (ACT's code, default) or the first token")
     parser.add_argument("--budget", type=int, default=60, help="dev evaluations the head search may spend")
     parser.add_argument("--max-heads", type=int, default=8, help="largest head set the search builds")
     parser.add_argument("--skip-first", type=int, default=2, help="first layers never calibrated (ACT: 2)")
     parser.add_argument("--skip-last", type=int, default=1, help="last layers never calibrated (ACT: 1)")
     parser.add_argument("--layers", help="explicit candidate layers, e.g. 4,8,12 (overrides --skip-*)")
-    parser.add_argument("--heads", help="calibrate these heads (LAYER.HEAD labels), no search (e.g. 12.3,14.0)")
+    parser.add_argument("--heads",
+                        help="calibrate these heads (LAYER.HEAD labels), no search (e.g. 12.3,14.0)")
     parser.add_argument("--calibration", help="re-apply a saved calibration.json, no search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--data", help="folder holding sst2/ agnews/ trec/ (default: the shipped data/fewshot)")
+    parser.add_argument("--data",
+                        help="folder holding sst2/ agnews/ trec/ (default: the shipped data/fewshot)")
     parser.add_argument("--out", help="output folder (default runs/calibrate-TASK)")
     parser.add_argument("--device", default="cpu")
     add_device_map_arguments(parser)
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if cal is None and manual is None and args.dev < 1:
         raise InterpError("a head search needs --dev >= 1 examples; or pass --heads / --calibration.")
     out = check_out_dir(args.out or f"runs/calibrate-{task.name}")  # before any computation
-    split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed, data_dir=args.data)
+    split = make_split(task, shots=args.shots, dev=args.dev, test=args.test, seed=args.seed,
+                       data_dir=args.data)
     with console.status(f"loading {args.model} ..."):
         model = interp.load(args.model, device=local_device(args.device), **device_map_kwargs(args))
     progress = not args.no_progress
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             search = search_heads(dev_score, n_layers=model.adapter.n_layers(), n_heads=model.adapter.n_heads,
                                   config=config, progress=progress)
             manual = search.heads
-        cal = Calibration(manual, beta=args.beta, tau=args.tau, exempt=args.exempt, model=model_identity(model),
+        cal = Calibration(manual, beta=args.beta, tau=args.tau, exempt=args.exempt,
+                          model=model_identity(model),
                           meta={"task": task.name, "shots": args.shots, "dev": args.dev, "seed": args.seed,
                                 "dev_baseline": list(search.baseline) if search else None,
                                 "dev_calibrated": list(search.score) if search else None})
@@ -116,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
                          description="test (calibrated)")
     diff = tuned.correct.float() - plain.correct.float()
     report = {
-        "model": model_identity(model), "task": task.name, "shots": args.shots, "dev": args.dev, "test": args.test,
-        "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "exempt": cal.exempt, "heads": [list(h) for h in cal.heads],
+        "model": model_identity(model), "task": task.name, "shots": args.shots, "dev": args.dev,
+        "test": args.test, "seed": args.seed, "beta": cal.beta, "tau": cal.tau, "exempt": cal.exempt,
+        "heads": [list(h) for h in cal.heads],
         "uncalibrated": {"accuracy": plain.accuracy, "ci95": plain.ci(seed=args.seed)},
         "calibrated": {"accuracy": tuned.accuracy, "ci95": tuned.ci(seed=args.seed)},
         "difference": {"accuracy": diff.mean().item(), "ci95": bootstrap_ci(diff, seed=args.seed)},
@@ -134,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right")
     for name, s in (("uncalibrated", report["uncalibrated"]), ("calibrated", report["calibrated"]),
                     ("difference", report["difference"])):
-        table.add_row(name, f"{100 * s['accuracy']:.1f}%", f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]")
+        table.add_row(name, f"{100 * s['accuracy']:.1f}%",
+                      f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]")
     Console().print(table)
-    Console().print(f"heads ({len(cal.heads)}): {', '.join(head_label(a, b) for a, b in cal.heads) or 'none'}; "
-                    f"wrote {out / 'report.json'}")
+    Console().print(f"heads ({len(cal.heads)}): "
+                    f"{', '.join(head_label(a, b) for a, b in cal.heads) or 'none'}; wrote "
+                    f"{out / 'report.json'}")
     return 0

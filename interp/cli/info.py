@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to Mary. The store was closed on Sunday."
+DEFAULT_PROMPT = ("When Mary and John went to the store, John gave a drink to Mary. "
+                  "The store was closed on Sunday.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default="smollm2", help="embedded name, local directory or .gguf file")
+    parser.add_argument("model", nargs="?", default="smollm2",
+                        help="embedded name, local directory or .gguf file")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="text to run through the model")
     parser.add_argument("--backend", default="hf", help="hf, tl or nnsight (interp.models.BACKENDS)")
     parser.add_argument("--device", default="cpu")

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default="smollm2",
                         help="'smollm2' (embedded, default), a local HF folder or a .gguf file")
     parser.add_argument("--analyses", default=None,
-                        help="comma-separated: heads,sinks,retrieval,binding,saliency (default: all usable; on "
-                             "--resume: the earlier run's)")
+                        help="comma-separated: heads,sinks,retrieval,binding,saliency (default: all usable; "
+                             "on --resume: the earlier run's)")
     parser.add_argument("--out", default="scan", help="output folder (default: ./scan)")
     parser.add_argument("--max-memory", default=None, help="memory budget for attention scratch, e.g. 4GB")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 ...")
@@ -35,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="ANALYSIS.KEY=VALUE",
                         help="override one analysis setting (JSON value), repeatable")
     parser.add_argument("--calibration", default=None, metavar="FILE",
-                        help="run every analysis on the model calibrated by this calibration.json (interp calibrate)")
+                        help="run every analysis on the model calibrated by this calibration.json (interp "
+                             "calibrate)")
     parser.add_argument("--no-report", action="store_true", help="write scan.json only")
-    parser.add_argument("--export", default="", help="also export heatmaps: png,svg (needs kaleido + chromium)")
+    parser.add_argument("--export", default="",
+                        help="also export heatmaps: png,svg (needs kaleido + chromium)")
     parser.add_argument("--list", action="store_true", help="list the registered analyses and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -71,7 +73,8 @@ def run(args) -> int:
     formats = [f.strip() for f in args.export.split(",") if f.strip()]
     if args.export:
         check_export(formats)  # before the scan, not after it
-    doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume, overwrite=args.overwrite,
+    doc = run_scan(args.model, analyses=args.analyses, out=args.out, resume=args.resume,
+                   overwrite=args.overwrite,
                config=parse_sets(args.set) or None, device=args.device, dtype=args.dtype,
                max_memory=args.max_memory, progress=not args.quiet, report=not args.no_report,
                calibration=args.calibration, load_kwargs=device_map_kwargs(args))

@@ -1,4 +1,5 @@
-"""`python -m interp.coverage`: run the sweep, print the table or write it to `--out` (see `interp.coverage`)."""
+"""`python -m interp.coverage`: run the sweep, print the table or write it to `--out`
+(see `interp.coverage`)."""
 
 from interp import coverage
 from interp.coverage.checks import Result
@@ -18,10 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("types", nargs="*", help="model types to check (default: every causal-LM type)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per model type (default 60)")
-    parser.add_argument("--out", help="write the Markdown table here (default: stdout); the published table is "
+    parser.add_argument("--out",
+                        help="write the Markdown table here (default: stdout); the published table is "
                                       "docs/coverage.md")
     parser.add_argument("--json", help="also write the results as JSON here")
-    parser.add_argument("--from-json", help="re-render the table from a JSON file written by --json (no sweep)")
+    parser.add_argument("--from-json",
+                        help="re-render the table from a JSON file written by --json (no sweep)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.from_json:
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
-    print(f"{sum(r.status == 'pass' for r in results)}/{len(results)} pass in {time.perf_counter() - start:.0f} s"
+    print(f"{sum(r.status == 'pass' for r in results)}/{len(results)} pass in "
+          f"{time.perf_counter() - start:.0f} s"
           + (f"; table: {out}" if out else ""), file=sys.stderr)
     return 0
 

@@ -30,23 +30,25 @@ class Result:
 
 # Why a type fails, where the measured difference alone does not say (checked by reading its modeling file).
 KNOWN: dict[str, str] = {
-    "diffllama": "differential attention: each layer calls the attention function twice (two softmax maps whose "
-                 "weighted difference is the layer's attention), so a recording holds both calls",
+    "diffllama": "differential attention: each layer calls the attention function twice (two softmax maps "
+                 "whose weighted difference is the layer's attention), so a recording holds both calls",
     "jetmoe": "mixture-of-attention heads: the output projection is an expert layer fed token by expert, not "
               "[batch, query, head x d_head]",
-    "blt": "padding reaches real tokens: the entropy patcher and the global transformer run without the padding "
-           "mask, so on a left-padded batch the real rows' logits depend on how the padded rows were computed "
-           "(eager and SDPA differ by the same amount without interp)",
-    "dory": "looped layers: the recurrent section runs n_recurrent_loops (2) times per forward, so its attention "
-            "module is called once per loop and a recording stacks both calls as if they were later tokens",
-    "hrm_text": "looped layers: the H / L stacks run H_cycles x (L_cycles + 1) times per forward, so each attention "
-                "module is called once per cycle and a recording stacks the calls as if they were later tokens",
+    "blt": "padding reaches real tokens: the entropy patcher and the global transformer run without the "
+           "padding mask, so on a left-padded batch the real rows' logits depend on how the padded rows were "
+           "computed (eager and SDPA differ by the same amount without interp)",
+    "dory": "looped layers: the recurrent section runs n_recurrent_loops (2) times per forward, so its "
+            "attention module is called once per loop and a recording stacks both calls as if they were "
+            "later tokens",
+    "hrm_text": "looped layers: the H / L stacks run H_cycles x (L_cycles + 1) times per forward, so each "
+                "attention module is called once per cycle and a recording stacks the calls as if they were "
+                "later tokens",
     **dict.fromkeys(("granite_swa", "granitemoe_swa"),
                     "eager returns the softmax before its learned sink while the output uses the sink-scaled "
                     "weights (softmax x sigmoid(lse - sink)); interp records the weights the output uses, as "
                     "for gpt-oss, so (a) and (d) differ from this eager reference while logits and z agree"),
-    "longcat_flash": "two attention sublayers per block (self_attn.0, self_attn.1); an adapter has one attention "
-                     "module per block",
+    "longcat_flash": "two attention sublayers per block (self_attn.0, self_attn.1); an adapter has one "
+                     "attention module per block",
 }
 
 
@@ -104,13 +106,16 @@ def check(model_type: str) -> Result:
     except UnsupportedArchitectureError as err:
         return Result(model_type, "unsupported", _short(err, 300))
     except Exception as err:
-        return Result(model_type, "fail", f"forward inside a capture raised {type(err).__name__}: {_short(err)}")
+        return Result(model_type, "fail",
+                      f"forward inside a capture raised {type(err).__name__}: {_short(err)}")
     finally:
         for h in hooks:
             h.remove()
     if not len(rec.patterns):
-        return Result(model_type, "unsupported", "the model never called interp's AttentionInterface function "
-                                                 "(its attention does not dispatch through ALL_ATTENTION_FUNCTIONS)")
+        return Result(model_type, "unsupported",
+                      "the model never called interp's AttentionInterface function "
+                                                 "(its attention does not dispatch through "
+                                                 "ALL_ATTENTION_FUNCTIONS)")
     problems = []
     for L in layers:
         got, want = rec.patterns[L], eager.get(L)
@@ -180,8 +185,9 @@ def _check_stats(stats, layer: int, p: torch.Tensor, real: torch.Tensor) -> list
     ent, first, total = _stats_reference(p, real)
     sel = real[:, None, :].expand_as(ent)
     out = []
-    for name, got, want in (("entropy", rows.entropy[sel], ent[sel]), ("span mass", rows.span_mass[..., 0][sel],
-                            first[sel]), ("column totals", cols.total, total)):
+    for name, got, want in (("entropy", rows.entropy[sel], ent[sel]),
+                            ("span mass", rows.span_mass[..., 0][sel], first[sel]),
+                            ("column totals", cols.total, total)):
         if (g := _gap(got, want)) > 1e-4:
             out.append(f"(d) layer {layer}: stats {name} differ by {g:.1e}")
     top2 = p.topk(min(2, p.shape[-1]), dim=-1).values

@@ -74,8 +74,8 @@ def sweep(model_types: list[str] | None = None, *, jobs: int = 2, time_limit: fl
     types = list(model_types or causal_lm_types())
     unknown = [t for t in types if t not in causal_lm_types()]
     if unknown:
-        raise InterpError(f"not causal-LM model types of transformers here: {', '.join(unknown)}. Choose from "
-                          f"interp.coverage.causal_lm_types() (e.g. llama, gpt2, qwen3_next).")
+        raise InterpError(f"not causal-LM model types of transformers here: {', '.join(unknown)}. Choose "
+                          f"from interp.coverage.causal_lm_types() (e.g. llama, gpt2, qwen3_next).")
     results = []
     with progress_bar(enabled=progress, transient=True) as bar, \
             mp.get_context("fork").Pool(jobs, maxtasksperchild=16) as pool:
@@ -119,49 +119,52 @@ def table(results: list[Result]) -> str:
         "",
         f"- causal-LM model types checked: **{len(results)}** of {len(types)} "
         f"(`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`)",
-        f"- routed through `AttentionInterface` (modeling file uses `ALL_ATTENTION_FUNCTIONS`): **{n_routed}**",
+        "- routed through `AttentionInterface` (modeling file uses `ALL_ATTENTION_FUNCTIONS`): "
+        f"**{n_routed}**",
         f"- pass all checks: **{by_status['pass']}** — {routed_pass} of the {n_routed} routed types "
         f"(**{100 * routed_pass / max(n_routed, 1):.0f}%**)",
         f"- fail: {by_status['fail']}, unsupported (refused, with reason): {by_status['unsupported']}, "
         f"skip (no tiny model here): {by_status['skip']}",
-        f"- TransformerLens {tl_version}, same day, same transformers: its bridge has {tl_adapters} architecture "
-        f"classes, covering **{tl}** of these {len(types)} causal-LM types",
+        f"- TransformerLens {tl_version}, same day, same transformers: its bridge has {tl_adapters} "
+        f"architecture classes, covering **{tl}** of these {len(types)} causal-LM types",
         "",
         "## What this is",
         "",
-        "`interp` captures attention inside transformers' `AttentionInterface`, so a model type needs no code "
-        "of its own: `interp.models.infer` reads the blocks, the attention module (the one whose `forward` "
-        "calls the interface), its output projection (`z` is its input) and the MLP off the module tree, and "
-        "head counts off the attention module and the text config. The hand-written `FAMILIES` in "
+        "`interp` captures attention inside transformers' `AttentionInterface`, so a model type needs no "
+        "code of its own: `interp.models.infer` reads the blocks, the attention module (the one whose "
+        "`forward` calls the interface), its output projection (`z` is its input) and the MLP off the module "
+        "tree, and head counts off the attention module and the text config. The hand-written `FAMILIES` in "
         "`interp.models.adapters` are kept where they exist (and serve as the reference the inference is "
-        "tested against). Hybrid models (Mamba / linear-attention layers) list the blocks that have attention; "
-        "multimodal models adapt their text tower; MoE blocks are the MLP; sliding windows and soft-capping are "
-        "exact (the tiny configs use a window of 4 on 9-token prompts). Refused with a reason: attention "
-        "outside the interface (Falcon, Bloom, MPT, GPT-Neo, Mamba, RWKV ...) and learned sinks in the "
-        "weights (gpt-oss and kin), which the attention function does not apply yet.",
+        "tested against). Hybrid models (Mamba / linear-attention layers) list the blocks that have "
+        "attention; multimodal models adapt their text tower; MoE blocks are the MLP; sliding windows and "
+        "soft-capping are exact (the tiny configs use a window of 4 on 9-token prompts). Refused with a "
+        "reason: attention outside the interface (Falcon, Bloom, MPT, GPT-Neo, Mamba, RWKV ...) and learned "
+        "sinks in the weights (gpt-oss and kin), which the attention function does not apply yet.",
         "",
         "Checks on a left-padded batch of 3 prompts (real rows only): (a) captured patterns == eager "
         "`output_attentions` of the same module (1e-5); (b) logits in a capture == eager logits (1e-4); (c) "
-        "captured `z` == the input of the adapter's output projection (1e-5); (d) streaming `Stats` entropy / "
-        "span mass / column totals (1e-4) and argmax == from the eager patterns. `routed`: the causal-LM class's "
-        "modeling file uses `ALL_ATTENTION_FUNCTIONS`. `skip`: no tiny model could be built here (the reason "
-        "is transformers' own error) — these count as not passing.",
+        "captured `z` == the input of the adapter's output projection (1e-5); (d) streaming `Stats` entropy "
+        "/ span mass / column totals (1e-4) and argmax == from the eager patterns. `routed`: the causal-LM "
+        "class's modeling file uses `ALL_ATTENTION_FUNCTIONS`. `skip`: no tiny model could be built here "
+        "(the reason is transformers' own error) — these count as not passing.",
         "",
-        "Commands: `python -m interp.coverage --out docs/coverage.md` (this file, all types, 2 workers, 60 s per type); "
-        "`python -m interp.coverage llama gemma2` (a few, to stdout); `pytest tests/test_coverage.py` (the "
-        "sweep, failing with the model type named when a type that passes here stops passing).",
+        "Commands: `python -m interp.coverage --out docs/coverage.md` (this file, all types, 2 workers, 60 s "
+        "per type); `python -m interp.coverage llama gemma2` (a few, to stdout); `pytest "
+        "tests/test_coverage.py` (the sweep, failing with the model type named when a type that passes here "
+        "stops passing).",
         "",
-        f"Known gaps, counted from this table: {sum(r.status == 'fail' for r in results)} routed types fail, each "
-        "for the reason written beside it (e.g. Granite-SWA returns its pre-sink softmax as attention weights "
-        "while its output uses the sink-scaled one, which interp records). Learned sinks (gpt-oss `s_aux`) are "
-        "applied exactly; models that gate or normalise the heads' output before the output projection "
-        "(Qwen3-Next, Qwen3.5, BitNet ...) record `z` at the projection's input.",
+        f"Known gaps, counted from this table: {sum(r.status == 'fail' for r in results)} routed types fail, "
+        "each for the reason written beside it (e.g. Granite-SWA returns its pre-sink softmax as attention "
+        "weights while its output uses the sink-scaled one, which interp records). Learned sinks (gpt-oss "
+        "`s_aux`) are applied exactly; models that gate or normalise the heads' output before the output "
+        "projection (Qwen3-Next, Qwen3.5, BitNet ...) record `z` at the projection's input.",
         "",
         "| model type | class | routed | status | seconds | reason |",
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(results, key=lambda r: r.model_type):
         reason = r.reason.replace("|", "\\|")
-        lines.append(f"| {r.model_type} | {types.get(r.model_type, '?')} | {'yes' if is_routed[r.model_type] else 'no'}"
-                     f" | {r.status} | {r.seconds:.1f} | {reason} |")
+        lines.append(f"| {r.model_type} | {types.get(r.model_type, '?')} | "
+                     f"{'yes' if is_routed[r.model_type] else 'no'} | {r.status} | {r.seconds:.1f} | "
+                     f"{reason} |")
     return "\n".join(lines) + "\n"

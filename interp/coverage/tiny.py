@@ -26,19 +26,24 @@ _SIZES: dict[str, object] = {
     **dict.fromkeys(("head_dim", "d_kv", "kv_channels", "qk_head_dim", "v_head_dim"), HEAD_DIM),
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "decoder_ffn_dim", "encoder_ffn_dim", "d_ff",
                      "ffn_hidden_size"), FFN),
-    **dict.fromkeys(("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size"), 32),
+    **dict.fromkeys(("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size"),
+                    32),
     **dict.fromkeys(("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts"), 4),
     **dict.fromkeys(("num_experts_per_tok", "moe_topk", "top_k_experts"), 2),
-    **dict.fromkeys(("n_group", "topk_group", "n_shared_experts", "first_k_dense_replace", "num_expert_group"), 1),
+    **dict.fromkeys(("n_group", "topk_group", "n_shared_experts", "first_k_dense_replace",
+                     "num_expert_group"), 1),
     "num_experts_per_token": 2,
     "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "kv_lora_rank": 16, "q_lora_rank": 32,
-    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
     "sliding_window": 4,  # shorter than the test batch, so windows really cut
-    "index_topk": 4,  # sparse-attention indexers (DeepSeek-V3.2 style) keep 4 of the 9 keys, so the selection bites
+    # sparse-attention indexers (DeepSeek-V3.2 style) keep 4 of the 9 keys, so the selection bites
+    "index_topk": 4,
     "rotary_dim": 8,
 }
 # fields whose default `None` means "derive it": the tiny value is set explicitly instead
-_FILL_NONE = ("head_dim", "num_key_value_heads", "num_experts_per_tok", "n_routed_experts", "n_shared_experts")
+_FILL_NONE = ("head_dim", "num_key_value_heads", "num_experts_per_tok", "n_routed_experts",
+              "n_shared_experts")
 
 
 def _n_heads(d: dict):
@@ -47,9 +52,11 @@ def _n_heads(d: dict):
 
 def _layer_selection(d: dict, n_orig: int) -> list[int]:
     """Indices of the original layers to keep: one of each kind in `layer_types`-like lists, first."""
-    lists = [(k != "layer_types", v) for k, v in d.items() if isinstance(v, list) and len(v) == n_orig > LAYERS]
+    lists = [(k != "layer_types", v) for k, v in d.items()
+             if isinstance(v, list) and len(v) == n_orig > LAYERS]
     keep: list[int] = []
-    for _, values in sorted(lists, key=lambda kv: (kv[0], -len({repr(x) for x in kv[1]}))):  # attention kinds first
+    # attention kinds first
+    for _, values in sorted(lists, key=lambda kv: (kv[0], -len({repr(x) for x in kv[1]}))):
         for i, x in enumerate(values):
             if i not in keep and all(repr(values[j]) != repr(x) for j in keep):
                 keep.append(i)
@@ -78,7 +85,8 @@ def shrink(d: dict) -> dict:
                       for i, x in v.items() if int(i) in keep}
         elif isinstance(v, dict) and _is_sub_config(k, v):
             out[k] = shrink(v)
-        elif k in _SIZES and (isinstance(v, int) and not isinstance(v, bool) or v is None and k in _FILL_NONE):
+        elif k in _SIZES and (isinstance(v, int) and not isinstance(v, bool)
+                              or v is None and k in _FILL_NONE):
             new = _SIZES[k]
             out[k] = new(v, d) if callable(new) else min(v, new) if k == "sliding_window" else new
         elif keep and isinstance(v, list) and len(v) == n_orig and n_orig > LAYERS:
@@ -96,7 +104,8 @@ OVERRIDES: dict[str, dict] = {
     # mamba heads x head width must equal expand x hidden; the default has no attention layer at all
     "bamba": dict(_MAMBA, attn_layer_indices=[1]),
     "granitemoehybrid": dict(_MAMBA, layer_types=["mamba", "attention"]),
-    # derived widths the generic rules miss; hybrid_layer_ids is derived too, but to_dict() keeps the full-size ids
+    # derived widths the generic rules miss; hybrid_layer_ids is derived too, but to_dict() keeps the
+    # full-size ids
     "zamba2": dict(mamba_headdim=16, attention_hidden_size=128, attention_head_dim=32, num_query_groups=4,
                    mamba_d_state=16, chunk_size=16, hybrid_layer_ids=[1]),
     # the shared attention block is weight-tied across hybrid layers, so it needs two of them; derived widths
@@ -114,19 +123,23 @@ OVERRIDES: dict[str, dict] = {
                    "audio_config": {"adapter_input_size": HIDDEN, "adapter_out_dim": HIDDEN}},
     # the local encoder / decoder see the global model's width; a 500k-row hash embedding (x6) is ~800 MB;
     # a window that cuts; the cache is built from the top config, which has no num_hidden_layers
-    "blt": {"encoder_config": {"hidden_size_global": HIDDEN}, "decoder_config": {"hidden_size_global": HIDDEN},
-            "encoder_hash_byte_group_vocab": 1000, "local_attention_window_len": 4, "use_cache": False},
-    # one codebook: the test batch is [batch, seq] ids (K codebooks take [batch x K, seq] and give K logit rows)
+    "blt": {"encoder_config": {"hidden_size_global": HIDDEN},
+            "decoder_config": {"hidden_size_global": HIDDEN}, "encoder_hash_byte_group_vocab": 1000,
+            "local_attention_window_len": 4, "use_cache": False},
+    # one codebook: the test batch is [batch, seq] ids (K codebooks take [batch x K, seq] and give K logit
+    # rows)
     **{t: {"decoder": {"num_codebooks": 1}} for t in ("musicgen", "musicgen_melody")},
     "ernie4_5_moe": dict(moe_k=2, moe_num_shared_experts=1, moe_layer_end_index=1),
     "gemma3n_text": dict(num_kv_shared_layers=0, laurel_rank=8, hidden_size_per_layer_input=16),
-    "hrm_text": dict(num_layers_per_stack=1, num_hidden_layers=8),  # = layers per stack x H_cycles x (L_cycles + 1)
+    # = layers per stack x H_cycles x (L_cycles + 1)
+    "hrm_text": dict(num_layers_per_stack=1, num_hidden_layers=8),
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1),  # default: attention every 8th block
     "recurrent_gemma": dict(block_types=["recurrent", "attention"]),
     "lfm2_moe": dict(num_dense_layers=1, layer_types=["conv", "full_attention"]),  # default: derived, broken
     "cohere_compass_text": dict(rope_parameters={k: {"rope_type": "default", "rope_theta": 1e4}
                                                  for k in ("full_attention", "sliding_attention")}),
-    **dict.fromkeys(("qwen4_exp_text", "qwen4_exp"), dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16,
+    **dict.fromkeys(("qwen4_exp_text", "qwen4_exp"),
+                    dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16,
                                                           indexer_budget=8, indexer_compress_ratio=2)),
 }
 
@@ -138,7 +151,8 @@ def tiny_config(model_type: str):
     cls = CONFIG_MAPPING[model_type]
     d = shrink(cls().to_dict())
     for k, v in OVERRIDES.get(model_type, {}).items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict) and _is_sub_config(k, d[k]):  # only the fields given
+        # only the fields given
+        if isinstance(v, dict) and isinstance(d.get(k), dict) and _is_sub_config(k, d[k]):
             d[k] = {**d[k], **v}
             continue
         d[k] = v
@@ -157,10 +171,12 @@ def tiny_model(model_type: str, seed: int = 0):
 
     torch.manual_seed(seed)
     config = tiny_config(model_type)
-    if getattr(config, "languages", None) and hasattr(config, "default_language"):  # X-MOD: one adapter per language
+    # X-MOD: one adapter per language
+    if getattr(config, "languages", None) and hasattr(config, "default_language"):
         config.default_language = config.default_language or config.languages[0]
     cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    if not isinstance(config, cls.config_class):  # MusicGen: the causal LM is the decoder, built from its config
+    # MusicGen: the causal LM is the decoder, built from its config
+    if not isinstance(config, cls.config_class):
         config = config.get_text_config(decoder=True)
     model = cls._from_config(config, attn_implementation="eager", dtype=torch.float32)
     return model.eval()
@@ -179,7 +195,8 @@ def _special_ids(config, out: set | None = None) -> set[int]:
 def padded_batch(model, lengths=(9, 5, 7), seed: int = 0) -> dict[str, torch.Tensor]:
     """A left-padded batch of random ordinary token ids (special / image ids avoided)."""
     emb = model.get_input_embeddings()
-    vocab = (emb[0] if isinstance(emb, torch.nn.ModuleList) else emb).num_embeddings  # MusicGen: one per codebook
+    # MusicGen: one per codebook
+    vocab = (emb[0] if isinstance(emb, torch.nn.ModuleList) else emb).num_embeddings
     allowed = torch.tensor(sorted(set(range(3, min(vocab, 512))) - _special_ids(model.config)))
     g = torch.Generator().manual_seed(seed)
     width = max(lengths)

@@ -7,8 +7,8 @@
 | `uniform` | uniform over its visible keys (its query zeroed, as the official code masks) | `edit_weights` |
 
 `phase` picks the forward passes: "prefill" (passes that read prompt tokens, with or without a
-cached prefix), "decode" (one generated token over a KV cache) or "both". Heads are query heads `(layer, head)`;
-`kv_groups=True` widens each to every query head that shares its KV head.
+cached prefix), "decode" (one generated token over a KV cache) or "both". Heads are query heads `(layer,
+head)`; `kv_groups=True` widens each to every query head that shares its KV head.
 
     >>> import interp
     >>> m = interp.load("smollm2")                                                     # doctest: +SKIP

@@ -79,15 +79,15 @@ def check_beta_tau(beta: float, tau: float) -> None:
 
 def check_exempt(exempt: str) -> None:
     if exempt not in EXEMPT:
-        raise CalibrationError(f"exempt={exempt!r} is not a sink exemption rule; choose one of {', '.join(EXEMPT)} "
-                               "(first_sink: ACT's official code).")
+        raise CalibrationError(f"exempt={exempt!r} is not a sink exemption rule; choose one of "
+                               f"{', '.join(EXEMPT)} (first_sink: ACT's official code).")
 
 
 def _head_pairs(heads) -> list[tuple[int, int]]:
     """`heads` as (layer, head) int pairs, or a `CalibrationError` naming what is wrong."""
     if isinstance(heads, (str, bytes)) or not isinstance(heads, (list, tuple)):
-        raise CalibrationError(f"heads must be a list of [layer, head] pairs, e.g. [[12, 3], [14, 0]]; got {heads!r} "
-                               "(on the command line: --heads 12:3,14:0).")
+        raise CalibrationError("heads must be a list of [layer, head] pairs, e.g. [[12, 3], [14, 0]]; got "
+                               f"{heads!r} (on the command line: --heads 12:3,14:0).")
     pairs = []
     for pair in heads:
         try:
@@ -127,7 +127,8 @@ def detect_sinks(col_mean: Float[Tensor, "batch head key"], seen: Bool[Tensor, "
 
 
 def rebalance(weights: Pattern, sinks: Bool[Tensor, "batch head key"], beta: float) -> Pattern:
-    """Scale sink columns by `beta` and give the removed mass to the other keys pro rata (rows keep their sum).
+    """Scale sink columns by `beta` and give the removed mass to the other keys pro rata (rows keep their
+    sum).
 
     >>> w = torch.tensor([[[[0.4, 0.2, 0.4]]]])                      # one row; key 1 is a sink
     >>> [round(x, 4) for x in rebalance(w, torch.tensor([[[False, True, False]]]), 0.5)[0, 0, 0].tolist()]
@@ -136,7 +137,8 @@ def rebalance(weights: Pattern, sinks: Bool[Tensor, "batch head key"], beta: flo
     s = sinks[:, :, None, :].to(weights.dtype)  # [batch, head, 1, key]
     sink_mass = (weights * s).sum(-1, keepdim=True)
     rest = (weights * (1 - s)).sum(-1, keepdim=True)
-    give = torch.where(rest > 0, (1 - beta) * sink_mass / rest.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
+    give = torch.where(rest > 0, (1 - beta) * sink_mass / rest.clamp_min(torch.finfo(weights.dtype).tiny),
+                       0.0)
     keep = torch.where(rest > 0, torch.full_like(rest, beta), torch.ones_like(rest))
     return weights * (s * keep + (1 - s) * (1 + give))
 
@@ -210,8 +212,8 @@ class Calibrator(Probe):
         if call.k_len > call.q_len:  # cached keys: a decoding step (or a later chunk) of the same prompt
             if call.layer not in self.sinks or self.sinks[call.layer].shape[0] != call.batch:
                 raise CalibrationError(
-                    "calibration saw a KV-cached forward pass without the prefill that built its cache; open the "
-                    "calibration before the prompt's first forward pass (wrap the whole generate call)."
+                    "calibration saw a KV-cached forward pass without the prefill that built its cache; open "
+                    "the calibration before the prompt's first forward pass (wrap the whole generate call)."
                 )
             return
         heads = self.by_layer[call.layer].to(call.query.device)
@@ -268,7 +270,8 @@ class Calibration:
         if not self.model:
             return self
         have = model_identity(as_model(model))
-        wrong = {f: (self.model[f], have[f]) for f in SHAPE_FIELDS if f in self.model and self.model[f] != have[f]}
+        wrong = {f: (self.model[f], have[f]) for f in SHAPE_FIELDS
+                 if f in self.model and self.model[f] != have[f]}
         if wrong:
             detail = ", ".join(f"{f} {a} (file) vs {b} (model)" for f, (a, b) in wrong.items())
             raise CalibrationError(
@@ -276,7 +279,8 @@ class Calibration:
                 f"{have['name']!r}: {detail}. Search heads for this model again (interp calibrate MODEL ...)."
             )
         if self.model.get("name") and self.model["name"] != have["name"]:
-            warnings.warn(f"calibration made for {self.model['name']!r} applied to {have['name']!r} (same shape).",
+            warnings.warn(f"calibration made for {self.model['name']!r} applied to {have['name']!r} (same "
+                          "shape).",
                           stacklevel=2)
         return self
 
@@ -299,14 +303,16 @@ class Calibration:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CalibrationError(f"no calibration file at {path}; create one with `interp calibrate`.") from None
+            raise CalibrationError(f"no calibration file at {path}; create one with `interp "
+                                   "calibrate`.") from None
         except IsADirectoryError:
             raise CalibrationError(f"{path} is a folder; give the calibration.json file inside it.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CalibrationError(f"{path} is not a calibration JSON file ({err}).") from None
         if not isinstance(data, dict):
-            raise CalibrationError(f"{path} is not a calibration file: it holds a JSON {type(data).__name__}, "
-                                   "not an object; create one with `interp calibrate`.")
+            raise CalibrationError(f"{path} is not a calibration file: it holds a JSON "
+                                   f"{type(data).__name__}, not an object; create one with `interp "
+                                   "calibrate`.")
         if "exclude_first" in data:  # files written before `exempt`: True meant the first real token
             data["exempt"] = "first_token" if data.pop("exclude_first") else "none"
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
@@ -349,7 +355,8 @@ def calibrate(
     """Run `model` with calibrated attention inside the block (a capture with one editor).
 
     `calibration` is a `Calibration` or a list of (layer, head) pairs (then `beta`/`tau`/`exempt`
-    default to ACT's 0.4 / 0.1 / "first_sink"); given ones override the calibration's. Extra `probes` record in the same capture. Memory: see the module docstring.
+    default to ACT's 0.4 / 0.1 / "first_sink"); given ones override the calibration's. Extra `probes` record
+    in the same capture. Memory: see the module docstring.
 
         >>> with calibrate(m, [(5, 2)]) as rec:                              # doctest: +SKIP
         ...     logits = m(**batch).logits
@@ -361,7 +368,8 @@ def calibrate(
                           tau=calibration.tau if tau is None else tau,
                           exempt=calibration.exempt if exempt is None else exempt)
     calibration.check(model)
-    with capture(model, edits=[calibration.editor(stream=stream, max_memory=max_memory)], probes=list(probes)) as rec:
+    with capture(model, edits=[calibration.editor(stream=stream, max_memory=max_memory)],
+                 probes=list(probes)) as rec:
         yield rec
 
 

@@ -47,7 +47,8 @@ class SearchConfig:
         if self.layers is not None:
             bad = [layer for layer in self.layers if not 0 <= layer < n_layers]
             if bad:
-                raise InterpError(f"search layers {bad} are out of range: the model has layers 0..{n_layers - 1}.")
+                raise InterpError(f"search layers {bad} are out of range: the model has layers "
+                                  f"0..{n_layers - 1}.")
             return sorted(set(self.layers))
         if self.skip_first < 0 or self.skip_last < 0:
             raise InterpError("skip_first and skip_last must be >= 0.")
@@ -64,9 +65,9 @@ class SearchResult:
     evaluations: int = 0
 
     def to_json(self) -> dict:
-        return {"heads": [list(h) for h in self.heads], "baseline": list(self.baseline), "score": list(self.score),
-                "screened": {k: list(v) for k, v in self.screened.items()}, "evaluations": self.evaluations,
-                "history": self.history}
+        return {"heads": [list(h) for h in self.heads], "baseline": list(self.baseline),
+                "score": list(self.score), "screened": {k: list(v) for k, v in self.screened.items()},
+                "evaluations": self.evaluations, "history": self.history}
 
 
 def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads: int,
@@ -121,7 +122,8 @@ def search_heads(score: Callable[[list[Head]], Score], *, n_layers: int, n_heads
         heads = heads[: max(0, config.budget - min(reserve, 1) - result.evaluations)]
         for head, s in zip(heads, run_many([[head] for head in heads], "screen heads")):
             alone[head] = result.screened[f"{head[0]}:{head[1]}"] = s
-        helpful = sorted((h for h, s in alone.items() if s > result.baseline and s[0] - result.baseline[0] >= config.min_gain),
+        helpful = sorted((h for h, s in alone.items()
+                          if s > result.baseline and s[0] - result.baseline[0] >= config.min_gain),
                          key=lambda h: alone[h], reverse=True)
         for head in helpful:
             if result.evaluations >= config.budget or len(result.heads) >= config.max_heads:

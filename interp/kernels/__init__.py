@@ -39,8 +39,9 @@ Result = tuple[RowStats, ColumnStats | None, HeadOutput | None]
 
 def _torch(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None,
            workspace=None):
-    return reference.stats(query, key, mask, scaling=scaling, is_causal=is_causal, softcap=softcap, spans=spans,
-                           top_k=top_k, columns=columns, value=value, chunk=chunk, sinks=sinks, workspace=workspace)
+    return reference.stats(query, key, mask, scaling=scaling, is_causal=is_causal, softcap=softcap,
+                           spans=spans, top_k=top_k, columns=columns, value=value, chunk=chunk, sinks=sinks,
+                           workspace=workspace)
 
 
 def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_k, columns, chunk, sinks=None,
@@ -48,11 +49,12 @@ def _triton(query, key, value, mask, *, scaling, is_causal, softcap, spans, top_
     if sinks is not None:
         raise InterpError("the triton backend does not apply learned sinks; use backend='torch' or 'auto'.")
     if top_k:
-        raise InterpError("the triton backend does not compute top_k; use backend='torch' or 'auto' for top-k.")
+        raise InterpError("the triton backend does not compute top_k; use backend='torch' or 'auto' for "
+                          "top-k.")
     from interp.kernels.triton_stats import fused_stats  # lazy: optional dependency (triton)
 
-    out, rows, cols = fused_stats(query, key, value, mask, scaling=scaling, is_causal=is_causal, softcap=softcap,
-                                  spans=spans, columns=columns, block=tile_size(chunk))
+    out, rows, cols = fused_stats(query, key, value, mask, scaling=scaling, is_causal=is_causal,
+                                  softcap=softcap, spans=spans, columns=columns, block=tile_size(chunk))
     return rows, cols, out
 
 
@@ -62,7 +64,8 @@ TILES = (16, 32, 64, 128)
 
 
 def tile_size(chunk: int | None) -> int:
-    """A valid Triton tile for `chunk` query rows: the largest power of two in 16..128 not above it (None: 64).
+    """A valid Triton tile for `chunk` query rows: the largest power of two in 16..128 not above it (None:
+    64).
 
     >>> [tile_size(c) for c in (None, 1, 37, 64, 100, 1000)]
     [64, 16, 32, 64, 64, 128]
@@ -119,8 +122,8 @@ def all_stats(
     """
     name = pick_backend(backend, query.device, top_k, sinks is not None)
     return BACKENDS[name](query, key, value, attention_mask, scaling=scaling, is_causal=is_causal,
-                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk, sinks=sinks,
-                          workspace=workspace)
+                          softcap=softcap, spans=spans, top_k=top_k, columns=columns, chunk=chunk,
+                          sinks=sinks, workspace=workspace)
 
 
 def attention_stats(query: Query, key: Key, attention_mask: Tensor | None, **kwargs) -> RowStats:
@@ -149,8 +152,8 @@ def column_stats(
     if name == "triton":
         from interp.kernels import triton_stats  # lazy: optional dependency (triton)
 
-        return triton_stats.column_stats(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
-                                         softcap=softcap, block=tile_size(chunk))
+        return triton_stats.column_stats(query, key, attention_mask, lse, scaling=scaling,
+                                         is_causal=is_causal, softcap=softcap, block=tile_size(chunk))
     return reference.columns_from_lse(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
                                       softcap=softcap, chunk=chunk)
 

@@ -51,11 +51,12 @@ def check_shapes(query: Tensor, key: Tensor, value: Tensor | None = None) -> Non
     b, h, _, d = query.shape
     if key.shape[0] != b or key.shape[3] != d or h % key.shape[1]:
         raise InterpError(
-            f"query {tuple(query.shape)} and key {tuple(key.shape)} disagree: batch and d_head must match and "
-            "the number of query heads must be a multiple of the number of kv heads."
+            f"query {tuple(query.shape)} and key {tuple(key.shape)} disagree: batch and d_head must match "
+            "and the number of query heads must be a multiple of the number of kv heads."
         )
     if value is not None and value.shape[:3] != key.shape[:3]:
-        raise InterpError(f"value {tuple(value.shape)} must match key {tuple(key.shape)} on batch, kv_head, key.")
+        raise InterpError(f"value {tuple(value.shape)} must match key {tuple(key.shape)} on batch, kv_head, "
+                          "key.")
 
 
 def chunk_scores(
@@ -212,7 +213,8 @@ def stats(
         n_visible[:] = torch.arange(k_len - q_len + 1, k_len + 1, device=dev)
         if columns:
             col_count[:] = q_len - (torch.arange(k_len, device=dev) - (k_len - q_len)).clamp(min=0)
-    scratch = ws.take("scores", 2 * b * h * min(chunk, q_len) * k_len, dev).view(2, -1)  # scores, probabilities
+    # scores, probabilities
+    scratch = ws.take("scores", 2 * b * h * min(chunk, q_len) * k_len, dev).view(2, -1)
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
         # A causal query never sees keys past its own position, so these rows need only the keys up to
@@ -265,7 +267,8 @@ def stats(
         topk_index[..., :k_eff] = torch.where(rank_ok, topk_index[..., :k_eff], -1)
     out = None
     if value is not None:  # a fresh tensor: `weighted` lives in the workspace
-        out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype, device=dev).copy_(weighted.transpose(1, 2))
+        out = torch.empty(b, q_len, h, value.shape[-1], dtype=value.dtype,
+                          device=dev).copy_(weighted.transpose(1, 2))
     rows_out = RowStats(lse, torch.where(empty, 0.0, max_score), torch.where(empty, -1, argmax), entropy,
                         span_mass, topk_index, topk_prob, n_visible)
     cols_out = None

@@ -28,15 +28,16 @@ def span_bounds(spans: Spans, *, batch: int, k_len: int, device="cpu") -> Int[Te
             bounds = bounds[None].expand(batch, -1, -1)
         if bounds.ndim != 3 or bounds.shape[-1] != 2 or bounds.shape[0] != batch:
             raise InterpError(
-                f"spans tensor has shape {tuple(spans.shape)}; expected [span, 2] or [batch={batch}, span, 2] "
-                "holding [start, stop) key positions."
+                f"spans tensor has shape {tuple(spans.shape)}; expected [span, 2] or [batch={batch}, span, "
+                "2] holding [start, stop) key positions."
             )
         bounds = torch.where(bounds < 0, bounds + k_len, bounds)
         return bounds.clamp(0, k_len)
     resolved = []
     for span in spans:
         if not (isinstance(span, (tuple, list)) and len(span) == 2):
-            raise InterpError(f"span {span!r} is not a (start, stop) pair; write spans as [(0, 1), (40, 52)].")
+            raise InterpError(f"span {span!r} is not a (start, stop) pair; write spans as "
+                              "[(0, 1), (40, 52)].")
         start, stop, _ = slice(*span).indices(k_len)
         resolved.append((start, max(start, stop)))
     return torch.tensor(resolved, dtype=torch.long, device=device).reshape(1, -1, 2).expand(batch, -1, -1)

@@ -90,8 +90,8 @@ def _rows_kernel(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_ptrs = K + b * skb + kvh * skh + offs_n[:, None] * skn + d[None, :] * skd
         s, visible = _scores(q, k_ptrs, offs_m, offs_n, k_len, MASK + b * smb + h * smh, 0, smq, smk, scaling,
-                             softcap, HAS_SOFTCAP, IS_CAUSAL, MASK_KIND, FLOAT_MIN, PRECISION, BLOCK_D, d_head,
-                             q_len)
+                             softcap, HAS_SOFTCAP, IS_CAUSAL, MASK_KIND, FLOAT_MIN, PRECISION, BLOCK_D,
+                             d_head, q_len)
         blk_max = tl.max(s, axis=1)
         blk_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32) + start_n
         arg_i = tl.where(blk_max > m_i, blk_arg, arg_i)
@@ -153,8 +153,8 @@ def _columns_kernel(
         q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + d[None, :] * sqd,
                     mask=(offs_m[:, None] < q_len) & (d[None, :] < d_head), other=0.0)
         s, visible = _scores(q, k_ptrs, offs_m, offs_n, k_len, MASK + b * smb + h * smh, 0, smq, smk, scaling,
-                             softcap, HAS_SOFTCAP, IS_CAUSAL, MASK_KIND, FLOAT_MIN, PRECISION, BLOCK_D, d_head,
-                             q_len)
+                             softcap, HAS_SOFTCAP, IS_CAUSAL, MASK_KIND, FLOAT_MIN, PRECISION, BLOCK_D,
+                             d_head, q_len)
         lse = tl.load(LSE + (b * n_heads + h) * q_len + offs_m, mask=offs_m < q_len, other=0.0)
         p = tl.where(visible, tl.exp(s - lse[:, None]), 0.0)
         total += tl.sum(p, axis=0)
@@ -217,7 +217,8 @@ def fused_stats(
     span_mass = torch.empty(b, h, q_len, n_spans, **f32)
     n_visible = torch.empty(b, q_len, dtype=torch.int32, device=dev)
     dv = value.shape[-1] if value is not None else d
-    out = torch.empty(b, q_len, h, dv, dtype=value.dtype, device=dev) if value is not None else torch.empty(1, 1, 1, 1)
+    out = (torch.empty(b, q_len, h, dv, dtype=value.dtype, device=dev) if value is not None
+           else torch.empty(1, 1, 1, 1))
     v = value if value is not None else key
     is_causal = is_causal and q_len > 1  # one query (KV-cached decoding) sees every key, as in SDPA
     grid = (triton.cdiv(q_len, block), b * h)
@@ -233,8 +234,8 @@ def fused_stats(
         torch.empty(b, h, q_len, 0, dtype=torch.long, device=dev), torch.empty(b, h, q_len, 0, **f32),
         n_visible.long(),
     )
-    cols = column_stats(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal, softcap=softcap,
-                        block=block) if columns else None
+    cols = column_stats(query, key, attention_mask, lse, scaling=scaling, is_causal=is_causal,
+                        softcap=softcap, block=block) if columns else None
     return (out if value is not None else None), rows, cols
 
 

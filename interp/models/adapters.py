@@ -36,8 +36,10 @@ _LLAMA_LIKE = Family({"decoder": Stack("model.layers", attn="self_attn", out_pro
 _WHISPER_LIKE = Family(
     {
         "decoder": Stack("model.decoder.layers", attn="self_attn", out_proj="out_proj", mlp="fc2"),
-        "encoder": Stack("model.encoder.layers", attn="self_attn", out_proj="out_proj", mlp="fc2", causal=False),
-        "cross": Stack("model.decoder.layers", attn="encoder_attn", out_proj="out_proj", mlp=None, causal=False),
+        "encoder": Stack("model.encoder.layers", attn="self_attn", out_proj="out_proj", mlp="fc2",
+                         causal=False),
+        "cross": Stack("model.decoder.layers", attn="encoder_attn", out_proj="out_proj", mlp=None,
+                       causal=False),
     },
     n_heads_field="decoder_attention_heads",
 )
@@ -45,8 +47,8 @@ _WHISPER_LIKE = Family(
 FAMILIES: dict[str, Family] = {
     **{
         name: _LLAMA_LIKE
-        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "smollm3", "olmo", "olmo2", "phi3",
-                     "granite", "stablelm", "cohere", "starcoder2")
+        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "smollm3", "olmo", "olmo2",
+                     "phi3", "granite", "stablelm", "cohere", "starcoder2")
     },
     "gpt2": Family({"decoder": Stack("transformer.h", attn="attn", out_proj="c_proj")}),
     "gpt_neox": Family({"decoder": Stack("gpt_neox.layers", attn="attention", out_proj="dense")}),
@@ -56,7 +58,8 @@ FAMILIES: dict[str, Family] = {
             "decoder": Stack("decoder.block", attn="layer.0.SelfAttention", out_proj="o", mlp="layer.2"),
             "encoder": Stack("encoder.block", attn="layer.0.SelfAttention", out_proj="o", mlp="layer.1",
                              causal=False),
-            "cross": Stack("decoder.block", attn="layer.1.EncDecAttention", out_proj="o", mlp=None, causal=False),
+            "cross": Stack("decoder.block", attn="layer.1.EncDecAttention", out_proj="o", mlp=None,
+                           causal=False),
         },
         n_heads_field="num_heads",
         head_dim_field="d_kv",
@@ -99,8 +102,8 @@ class Adapter:
         spec, layer = self._stack(stack), self.check_layer(layer, stack)
         if spec.attn_layers is not None and layer not in spec.attn_layers:
             raise UnsupportedArchitectureError(
-                f"block {layer} of {self.family} has no attention (a recurrent / linear-attention layer of a hybrid "
-                f"model); its attention layers are {list(spec.attn_layers)}."
+                f"block {layer} of {self.family} has no attention (a recurrent / linear-attention layer of a "
+                f"hybrid model); its attention layers are {list(spec.attn_layers)}."
             )
         return self.blocks(stack)[layer].get_submodule(spec.attn)
 
@@ -130,7 +133,8 @@ class Adapter:
         return head // (self.n_heads // self.n_kv_heads)
 
     def check_layer(self, layer: int, stack: str | None = None) -> int:
-        return check_index("layer", layer, len(self.blocks(stack)), where=f"{self.family} ({self._name(stack)})")
+        return check_index("layer", layer, len(self.blocks(stack)),
+                           where=f"{self.family} ({self._name(stack)})")
 
     def check_head(self, head: int) -> int:
         return check_index("head", head, self.n_heads, where=f"{self.family} ({self.n_heads} query heads)")
@@ -167,7 +171,8 @@ def _resolve(model: nn.Module, path: str) -> nn.Module:
             return model.get_submodule(candidate)
         except AttributeError:
             continue
-    raise UnsupportedArchitectureError(f"expected a module at {path!r} in {type(model).__name__}; none found.")
+    raise UnsupportedArchitectureError(f"expected a module at {path!r} in {type(model).__name__}; none "
+                                       "found.")
 
 
 def _has_module(model: nn.Module, path: str) -> bool:
@@ -200,8 +205,8 @@ def adapter_for(model: nn.Module) -> Adapter:
         except UnsupportedArchitectureError as err:
             raise UnsupportedArchitectureError(
                 f"interp cannot adapt model type {family_name!r} ({type(model).__name__}): {err} Supported: "
-                f"models whose attention calls ALL_ATTENTION_FUNCTIONS (docs/coverage.md lists each causal-LM "
-                f"type); declarative families: {', '.join(sorted(FAMILIES))}."
+                "models whose attention calls ALL_ATTENTION_FUNCTIONS (docs/coverage.md lists each "
+                f"causal-LM type); declarative families: {', '.join(sorted(FAMILIES))}."
             ) from err
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         n_ctx = _config_value(text, "max_position_embeddings", "n_positions", "max_target_positions")

@@ -94,7 +94,8 @@ def _language_model(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def _blocks(root: nn.Module, n_layers: int | None) -> tuple[str, nn.ModuleList]:
-    """The module list under `root` with attention in its items: `n_layers` long if one is, else the longest."""
+    """The module list under `root` with attention in its items: `n_layers` long if one is, else the
+    longest."""
     best, rank = None, None
     for name, mod in root.named_modules():
         if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
@@ -164,13 +165,14 @@ def _out_proj(block: nn.Module, attn_path: str, width: int) -> tuple[str, bool]:
                 found.append((n.split("."), full, in_block))
     for ok in (lambda parts: parts[-1] in _OUT_NAMES,  # o_proj, dense, c_proj ...
                lambda parts: any(p in _OUT_NAMES for p in parts),  # o_proj.linear (a wrapped linear)
-               lambda parts: not any(p in ("q", "k", "v") or any(w in p.lower() for w in _NOT_OUT) for p in parts)):
+               lambda parts: not any(p in ("q", "k", "v") or any(w in p.lower() for w in _NOT_OUT)
+                                     for p in parts)):
         for parts, full, in_block in found:
             if ok(parts):
                 return full, in_block
     raise UnsupportedArchitectureError(
-        f"found no output projection ({width} inputs) in {type(attn).__name__}; per-head outputs `z` cannot be "
-        f"located. Add a declarative Family for this model in interp.models.adapters.FAMILIES."
+        f"found no output projection ({width} inputs) in {type(attn).__name__}; per-head outputs `z` cannot "
+        f"be located. Add a declarative Family for this model in interp.models.adapters.FAMILIES."
     )
 
 

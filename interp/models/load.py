@@ -125,7 +125,8 @@ def device_map_kwargs(device_map: str | None, device_memory: str | None = None,
     if device_memory:
         try:
             pairs = [item.split("=", 1) for item in device_memory.split(",") if item.strip()]
-            kwargs["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip() for k, v in pairs}
+            kwargs["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip()
+                                    for k, v in pairs}
         except ValueError:
             raise InterpError(f"--device-memory {device_memory!r}: write DEVICE=SIZE pairs, e.g. "
                               f"0=20GiB,1=20GiB,cpu=64GiB.") from None
@@ -142,11 +143,13 @@ def check_device(device: str | torch.device) -> torch.device:
         raise InterpError(f"cannot read device {device!r}; use cpu, cuda, cuda:1 or mps.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no GPU is visible")
             raise InterpError(f"device {device!r} is not available: {why}; use --device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InterpError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
-                              f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+            raise InterpError(f"device {device!r} does not exist: this machine has "
+                              f"{torch.cuda.device_count()} GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise InterpError(f"device {device!r} is not available here; use --device cpu.")
     return dev
@@ -171,7 +174,8 @@ def _resolve(ref: str) -> tuple[str, str | None]:
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF directory.")
+            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF "
+                                     "directory.")
         zoo.check_gguf(path)
         return str(path.parent), path.name
     if path.is_dir():
@@ -180,19 +184,21 @@ def _resolve(ref: str) -> tuple[str, str | None]:
                                      f"(as written by save_pretrained) or a .gguf file.")
         _check_family(str(path))  # an architecture interp cannot capture is refused first, weights or not
         if not any(next(path.glob(f"*{ext}"), None) for ext in WEIGHT_FILES):
-            raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} files); "
-                                    f"finish the download or save the model again with save_pretrained.")
+            raise CorruptModelError(f"{path} has a config.json but no weights ({', '.join(WEIGHT_FILES)} "
+                                    "files); finish the download or save the model again with "
+                                    "save_pretrained.")
         return str(path), None
     if _looks_like_path(ref):
         raise ModelNotFoundError(
-            f"no model at {path}: the path does not exist. Pass an existing HF directory or .gguf file, or use the "
-            f"embedded default with interp.load('smollm2')."
+            f"no model at {path}: the path does not exist. Pass an existing HF directory or .gguf file, or "
+            f"use the embedded default with interp.load('smollm2')."
         )
     return _hub(ref), None
 
 
 def _looks_like_path(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1 or os.sep + os.sep in ref
+    return (ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
+            or os.sep + os.sep in ref)
 
 
 def _hub(ref: str) -> str:
@@ -204,8 +210,9 @@ def _hub(ref: str) -> str:
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise ModelNotFoundError(
-            f"{ref!r} is not a local path and the Hugging Face hub cannot be reached from here. Alternatives: "
-            f"interp.load('smollm2') (embedded, offline), a local HF directory, or a .gguf file."
+            f"{ref!r} is not a local path and the Hugging Face hub cannot be reached from here. "
+            "Alternatives: interp.load('smollm2') (embedded, offline), a local HF directory, or a .gguf "
+            "file."
         )
     _check_family(ref)
     return ref
@@ -274,7 +281,8 @@ def _from_pretrained(path: str, gguf_file: str | None, kwargs: dict) -> PreTrain
     except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError) as err:
         raise CorruptModelError(f"cannot read the weights of {gguf_file or path} ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0] if str(err) else 'no detail'}); the files are "
-                                f"truncated or not a model of this config: download or save them again.") from err
+                                "truncated or not a model of this config: download or save them "
+                                "again.") from err
     if gguf_file:  # dequantized in memory: plain weights from here on
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

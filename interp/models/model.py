@@ -57,8 +57,8 @@ class Model:
         `PromptTooLongError` when a prompt does not fit the context window.
         """
         if self.tokenizer is None:
-            raise InterpError(f"{self.name} was loaded without a tokenizer; pass token ids to the model directly, "
-                              f"or save a tokenizer next to the weights.")
+            raise InterpError(f"{self.name} was loaded without a tokenizer; pass token ids to the model "
+                              f"directly, or save a tokenizer next to the weights.")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InterpError(f"encode needs a non-empty list of strings; got {prompts!r}.")
@@ -72,14 +72,16 @@ class Model:
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         empty = [i for i, n in enumerate(batch["attention_mask"].sum(-1).tolist()) if n == 0]
         if empty:
-            raise InterpError(f"prompt {empty[0]} encodes to no tokens (an empty string?); give every prompt some "
-                              f"text, or add_special_tokens=True with a tokenizer that adds a BOS token.")
+            raise InterpError(f"prompt {empty[0]} encodes to no tokens (an empty string?); give every prompt "
+                              "some text, or add_special_tokens=True with a tokenizer that adds a BOS "
+                              "token.")
         self.check_length(batch["input_ids"].shape[1])
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
     def chat_prompt(self, user: str, *, system: str | None = None) -> str:
         """`user` as a chat-template string ending where the assistant's answer begins."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        messages = (([{"role": "system", "content": system}] if system else [])
+                    + [{"role": "user", "content": user}])
         if getattr(self.tokenizer, "chat_template", None) is None:
             return user
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -104,15 +106,16 @@ def as_model(obj, tokenizer=None) -> Model:
     if isinstance(obj, Model):
         return obj
     if isinstance(obj, PreTrainedModel):
-        return Model(obj, tokenizer, adapter_for(obj), getattr(obj.config, "name_or_path", "") or type(obj).__name__)
+        return Model(obj, tokenizer, adapter_for(obj),
+                     getattr(obj.config, "name_or_path", "") or type(obj).__name__)
     hf = getattr(obj, "original_model", None)  # TransformerLens TransformerBridge
     if isinstance(hf, PreTrainedModel):
-        return Model(hf, tokenizer or getattr(obj, "tokenizer", None), adapter_for(hf), hf.config.name_or_path,
-                     backend="tl", bridge=obj)
+        return Model(hf, tokenizer or getattr(obj, "tokenizer", None), adapter_for(hf),
+                     hf.config.name_or_path, backend="tl", bridge=obj)
     hf = getattr(obj, "_model", None)  # nnsight LanguageModel
     if isinstance(hf, PreTrainedModel):
-        return Model(hf, tokenizer or getattr(obj, "tokenizer", None), adapter_for(hf), hf.config.name_or_path,
-                     backend="nnsight", nnsight=obj)
+        return Model(hf, tokenizer or getattr(obj, "tokenizer", None), adapter_for(hf),
+                     hf.config.name_or_path, backend="nnsight", nnsight=obj)
     raise TypeError(
         f"interp cannot use a {type(obj).__name__}: pass an interp.Model (from interp.load), a transformers "
         f"PreTrainedModel, a TransformerLens TransformerBridge or an nnsight LanguageModel."

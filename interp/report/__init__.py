@@ -13,5 +13,5 @@ from interp.report.export import ExportUnavailableError, export_figures
 from interp.report.figures import heatmap, pattern_figure, top_heads
 from interp.report.html import render_html
 
-__all__ = ["Atlas", "AttentionView", "ExportUnavailableError", "atlas", "attention_view", "export_figures", "heatmap",
-           "pattern_figure", "render_html", "spearman_matrix", "top_heads"]
+__all__ = ["Atlas", "AttentionView", "ExportUnavailableError", "atlas", "attention_view", "export_figures",
+           "heatmap", "pattern_figure", "render_html", "spearman_matrix", "top_heads"]

@@ -49,7 +49,8 @@ class Atlas:
 
 
 def atlas(doc: dict) -> Atlas:
-    """Every head-level metric of the scan (and the binding layer effect), flattened to one list per column."""
+    """Every head-level metric of the scan (and the binding layer effect), flattened to one list per
+    column."""
     n_layers, n_heads = doc["model"]["n_layers"], doc["model"]["n_heads"]
     labels = [head_label(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     columns = []
@@ -77,12 +78,13 @@ def atlas(doc: dict) -> Atlas:
 
 
 def _binding_column(name: str, key: str, m: dict, n_heads: int, unpatched: dict | None) -> Column:
-    """Per layer: total-variation distance between the mechanism shares with the layer patched and unpatched."""
+    """Per layer: total-variation distance between the mechanism shares with the layer patched and
+    unpatched."""
     base = [float((unpatched or {}).get(c, 0.0)) for c in m["columns"]]
     per_layer = [0.5 * sum(abs(x - y) for x, y in zip(row, base)) for row in m["scores"]]
     return Column(f"{name}.layer_effect", name, "binding_layer_effect", "binding layer",
-                  "how much patching this head's layer moves the binding-mechanism shares (total-variation distance "
-                  "from the unpatched shares); the same for every head of the layer", None,
+                  "how much patching this head's layer moves the binding-mechanism shares (total-variation "
+                  "distance from the unpatched shares); the same for every head of the layer", None,
                   [s for s in per_layer for _ in range(n_heads)])
 
 

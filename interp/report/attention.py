@@ -49,7 +49,8 @@ class AttentionView:
         div = f"iattn-{uuid.uuid4().hex[:12]}"
         return (f"<div id='{div}'></div><style>{asset('attention.css')}</style>"
                 f"<script>{asset('attention.js')}\n"
-                f"window.interpAttention(document.getElementById('{div}'), {script_json(self.data())});</script>")
+                f"window.interpAttention(document.getElementById('{div}'), "
+                f"{script_json(self.data())});</script>")
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -59,8 +60,9 @@ class AttentionView:
         from pathlib import Path
 
         title = _html.escape(", ".join(h["label"] for h in self.heads))
-        Path(path).write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>attention: {title}"
-                              f"</title></head><body>{self.to_html()}</body></html>\n", encoding="utf-8")
+        Path(path).write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>attention: "
+                              f"{title}</title></head><body>{self.to_html()}</body></html>\n",
+                              encoding="utf-8")
 
 
 def attention_view(rec, layer: int | Sequence[int], head: int | Sequence[int], tokens: Sequence[str], *,
@@ -74,25 +76,30 @@ def attention_view(rec, layer: int | Sequence[int], head: int | Sequence[int], t
     """
     patterns = getattr(rec, "patterns", rec)
     if not isinstance(patterns, Mapping):
-        raise InterpError("attention_view needs a capture with patterns: `interp.capture(m, patterns=[LAYER])`.")
+        raise InterpError("attention_view needs a capture with patterns: `interp.capture(m, "
+                          "patterns=[LAYER])`.")
     if mode not in ("to", "from"):
         raise InterpError(f"mode {mode!r}: use 'to' (where a token attends) or 'from' (what attends to it).")
     layers = [layer] if isinstance(layer, int) else list(layer)
     heads = [head] if isinstance(head, int) else list(head)
     if len(layers) != len(heads) and 1 not in (len(layers), len(heads)):
-        raise InterpError(f"{len(layers)} layers and {len(heads)} heads: give one of each, or lists of one length.")
+        raise InterpError(f"{len(layers)} layers and {len(heads)} heads: give one of each, or lists of one "
+                          "length.")
     n = max(len(layers), len(heads))
     pairs = list(zip(layers * n if len(layers) == 1 else layers, heads * n if len(heads) == 1 else heads))
     out = []
     for lay, h in pairs:
         if lay not in patterns:
-            raise InterpError(f"layer {lay} has no recorded pattern; capture it: interp.capture(m, patterns=[{lay}]).")
+            raise InterpError(f"layer {lay} has no recorded pattern; capture it: interp.capture(m, "
+                              f"patterns=[{lay}]).")
         p = patterns[lay]
         if not 0 <= h < p.shape[1] or not 0 <= batch < p.shape[0]:
             raise InterpError(f"head {h} / prompt {batch} is outside the recorded pattern of layer {lay} "
                               f"(shape {tuple(p.shape)}: batch, head, query, key).")
         m = p[batch, h].float().cpu()
         if m.shape[-1] != len(tokens):
-            raise InterpError(f"{len(tokens)} tokens for a pattern over {m.shape[-1]} keys; pass one token per key.")
-        out.append({"label": f"layer {lay}, head {h}", "pattern": [[round(x, 4) for x in row] for row in m.tolist()]})
+            raise InterpError(f"{len(tokens)} tokens for a pattern over {m.shape[-1]} keys; pass one token "
+                              "per key.")
+        out.append({"label": f"layer {lay}, head {h}",
+                    "pattern": [[round(x, 4) for x in row] for row in m.tolist()]})
     return AttentionView([str(t) for t in tokens], out, mode)

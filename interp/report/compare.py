@@ -1,4 +1,5 @@
-"""Two scans of one architecture side by side: per-head score differences, roles gained / lost, summary deltas.
+"""Two scans of one architecture side by side: per-head score differences, roles gained / lost, summary
+deltas.
 
     >>> diff = compare_scans(load_scan("runs/base"), load_scan("runs/calibrated"))      # doctest: +SKIP
     >>> diff["metrics"]["heads.induction"]["top"][0]                                   # doctest: +SKIP
@@ -50,10 +51,11 @@ def _per_trial(name: str, summary: dict) -> dict[str, tuple[list, list | None]]:
 def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: int = 10) -> dict:
     """The comparison as plain data (what `render_compare` and `interp compare` print)."""
     ma, mb = a["model"], b["model"]
-    wrong = [f"{f} {ma.get(f)} ({names[0]}) vs {mb.get(f)} ({names[1]})" for f in ARCH_FIELDS if ma.get(f) != mb.get(f)]
+    wrong = [f"{f} {ma.get(f)} ({names[0]}) vs {mb.get(f)} ({names[1]})" for f in ARCH_FIELDS
+             if ma.get(f) != mb.get(f)]
     if wrong:
-        raise CompareError(f"cannot compare scans of different architectures: {', '.join(wrong)}. Compare scans of "
-                           f"one model (e.g. base vs `interp scan --calibration FILE`).")
+        raise CompareError(f"cannot compare scans of different architectures: {', '.join(wrong)}. Compare "
+                           f"scans of one model (e.g. base vs `interp scan --calibration FILE`).")
     common = [n for n in a["analyses"] if n in b["analyses"]]
     if not common:
         raise CompareError(f"the scans share no analysis ({names[0]}: {', '.join(a['analyses']) or 'none'}; "
@@ -87,7 +89,8 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
             rows = [{"head": f"{i // d.shape[1]}.{cols[i % d.shape[1]] if cols else i % d.shape[1]}",
                      "a": float(sa.flat[i]), "b": float(sb.flat[i]), "delta": float(d.flat[i])}
                     for i in order if d.flat[i] != 0]
-            metrics[f"{n}.{key}"] = {"delta": d.tolist(), "max_abs": float(np.abs(d).max()) if d.size else 0.0,
+            metrics[f"{n}.{key}"] = {"delta": d.tolist(),
+                                     "max_abs": float(np.abs(d).max()) if d.size else 0.0,
                                      "n_changed": int((d != 0).sum()), "columns": cols, "top": rows,
                                      "role": m["role"], "threshold": m.get("threshold")}
     def common_only(doc):  # roles from the compared analyses only
@@ -104,8 +107,10 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
     for n in common:
         sa, sb = a["analyses"][n].get("summary") or {}, b["analyses"][n].get("summary") or {}
         for k, v in sa.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(sb.get(k), (int, float)):
-                summary.append({"analysis": n, "name": k, "a": v, "b": sb[k], "delta": sb[k] - v, "ci95": None})
+            if (isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and isinstance(sb.get(k), (int, float))):
+                summary.append({"analysis": n, "name": k, "a": v, "b": sb[k], "delta": sb[k] - v,
+                                "ci95": None})
         ta, tb = _per_trial(n, sa), _per_trial(n, sb)
         for k, (va, ids_a) in ta.items():
             vb, ids_b = tb.get(k, (None, None))
@@ -115,7 +120,8 @@ def compare_scans(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), top: in
             if vb is None or len(va) != len(vb) or ids_a != ids_b:
                 notes.append(f"{n}.{k}: per-trial data not paired (other trials), no interval")
                 continue
-            summary.append({"analysis": n, "name": f"mean {k} per {'trial' if ids_a else 'prompt'} (n={len(va)})",
+            summary.append({"analysis": n,
+                            "name": f"mean {k} per {'trial' if ids_a else 'prompt'} (n={len(va)})",
                             "a": float(np.mean(va)), "b": float(np.mean(vb)),
                             "delta": float(np.mean(vb) - np.mean(va)), "ci95": _paired_ci(va, vb)})
     return {"names": list(names), "models": [ma["name"], mb["name"]], "calibration": calib, "notes": notes,
@@ -154,37 +160,42 @@ def text_summary(diff: dict) -> str:
         tops = ", ".join(f"{r['head']} {r['delta']:+.3f}" for r in m["top"][:5]) or "no change"
         lines.append(f"{key:34s} max |d| {m['max_abs']:.4f}  changed {m['n_changed']:4d}   {tops}")
     for r in diff["roles"]:
-        lines.append(f"head {r['head']:6s} gained {', '.join(r['gained']) or '-'}; lost {', '.join(r['lost']) or '-'}")
+        lines.append(f"head {r['head']:6s} gained {', '.join(r['gained']) or '-'}; lost "
+                     f"{', '.join(r['lost']) or '-'}")
     for s in diff["summary"]:
         ci = f"  95% CI {_ci(s['ci95'])}" if s["ci95"] else ""
-        lines.append(f"{s['analysis']}: {s['name']}: {s['a']:.4g} -> {s['b']:.4g} ({_fmt(float(s['delta']))}){ci}")
+        lines.append(f"{s['analysis']}: {s['name']}: {s['a']:.4g} -> {s['b']:.4g} "
+                     f"({_fmt(float(s['delta']))}){ci}")
     return "\n".join(lines)
 
 
 def render_compare(diff: dict) -> str:
-    """An offline HTML page: notes, summary deltas with CIs, roles gained / lost, one diff heatmap per metric."""
+    """An offline HTML page: notes, summary deltas with CIs, roles gained / lost, one diff heatmap per
+    metric."""
     a, b = diff["names"]
     figs = []
     for key, m in diff["metrics"].items():
         z = m["delta"]
         lim = max(m["max_abs"], 1e-12)
-        fig = go.Figure(go.Heatmap(z=z, x=m["columns"] or list(range(len(z[0]) if z else 0)), y=list(range(len(z))),
-                                   colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": {"text": "B - A"}},
+        fig = go.Figure(go.Heatmap(z=z, x=m["columns"] or list(range(len(z[0]) if z else 0)),
+                                   y=list(range(len(z))), colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                                   colorbar={"title": {"text": "B - A"}},
                                    hovertemplate="layer %{y}, %{x}<br>delta %{z:.4f}<extra></extra>"))
-        fig.update_layout(title={"text": f"{key}: {b} - {a} (max |d| {m['max_abs']:.4f}, {m['n_changed']} changed)"},
+        fig.update_layout(title={"text": f"{key}: {b} - {a} (max |d| {m['max_abs']:.4f}, {m['n_changed']} "
+                                         "changed)"},
                           xaxis={"title": {"text": "column" if m["columns"] else "head"}, "type": "category"},
                           yaxis={"title": {"text": "layer"}, "autorange": "reversed"},
                           height=max(320, 14 * len(z) + 140), margin={"t": 60, "l": 60, "r": 20, "b": 50})
-        figs.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"diff-{key.replace('.', '-')}",
-                                config={"displaylogo": False}))
+        figs.append(fig.to_html(full_html=False, include_plotlyjs=False,
+                                div_id=f"diff-{key.replace('.', '-')}", config={"displaylogo": False}))
     summ = "".join(f"<tr><td>{_esc(s['analysis'])}</td><td>{_esc(s['name'])}</td><td>{s['a']:.4g}</td>"
                    f"<td>{s['b']:.4g}</td><td>{_esc(_fmt(float(s['delta'])))}</td><td>{_ci(s['ci95'])}</td></tr>"
                    for s in diff["summary"])
     roles = "".join(f"<tr><td>{_esc(r['head'])}</td><td>{_esc(', '.join(r['gained']))}</td>"
                     f"<td>{_esc(', '.join(r['lost']))}</td></tr>" for r in diff["roles"])
     notes = "".join(f"<li>{_esc(n)}</li>" for n in diff["notes"])
-    cal = "".join(f"<li>{_esc(n)}: {'calibrated heads ' + ', '.join(f'{x}:{y}' for x, y in c['heads']) if c else 'no calibration'}"
-                  f"</li>" for n, c in diff["calibration"])
+    cal = "".join(f"<li>{_esc(n)}: "
+                  f"{'calibrated heads ' + ', '.join(f'{x}:{y}' for x, y in c['heads']) if c else 'no calibration'}</li>" for n, c in diff["calibration"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>interp compare: {_esc(a)} vs {_esc(b)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222}}

@@ -22,14 +22,16 @@ class ExportUnavailableError(InterpError):
 
 
 def check_export(formats) -> list[str]:
-    """The formats as a list, or a clear error for an unknown one or a missing kaleido (checked before a scan)."""
+    """The formats as a list, or a clear error for an unknown one or a missing kaleido
+    (checked before a scan)."""
     formats = [formats] if isinstance(formats, str) else list(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise InterpError(f"cannot export {', '.join(bad) or 'nothing'}; choose from {', '.join(FORMATS)}.")
     if importlib.util.find_spec("kaleido") is None:
-        raise ExportUnavailableError("PNG/SVG export needs kaleido: `pip install kaleido` (and a local Chromium, "
-                                     "e.g. `apt-get install chromium`). report.html works without it.")
+        raise ExportUnavailableError("PNG/SVG export needs kaleido: `pip install kaleido` (and a local "
+                                     "Chromium, e.g. `apt-get install chromium`). report.html works without "
+                                     "it.")
     return formats
 
 
@@ -48,8 +50,9 @@ def export_figures(doc: dict, out: str | Path, formats=FORMATS, scale: float = 2
                 fig.write_image(str(path), format=fmt, scale=scale if fmt == "png" else 1)
             except Exception as err:  # kaleido reports a missing browser in several ways
                 raise ExportUnavailableError(
-                    f"kaleido could not render {path.name} ({type(err).__name__}: {err}); install a local Chromium "
-                    f"(`apt-get install chromium`) or run `kaleido_get_chrome`. report.html works without it."
+                    f"kaleido could not render {path.name} ({type(err).__name__}: {err}); install a local "
+                    "Chromium (`apt-get install chromium`) or run `kaleido_get_chrome`. report.html works "
+                    "without it."
                 ) from err
             written.append(path)
     return written

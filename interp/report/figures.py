@@ -25,8 +25,8 @@ def heatmap(name: str, result: dict) -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=m["scores"], x=x, y=list(range(len(m["scores"]))), colorscale=_COLORSCALE, visible=i == 0,
             name=key, colorbar={"title": {"text": key}},
-            hovertemplate=f"layer %{{y}}, {'column' if m.get('columns') else 'head'} %{{x}}<br>{key} = %{{z:.3f}}"
-                          f"<extra>{m['role']}</extra>"))
+            hovertemplate=f"layer %{{y}}, {'column' if m.get('columns') else 'head'} %{{x}}<br>{key} = "
+                          f"%{{z:.3f}}<extra>{m['role']}</extra>"))
     buttons = [{"label": key, "method": "update",
                 "args": [{"visible": [j == i for j in range(len(order))]},
                          {"title.text": _title(name, key, metrics[key])}]} for i, key in enumerate(order)]
@@ -70,11 +70,13 @@ def top_heads(doc: dict, k: int = 5) -> list[dict]:
     rows = []
     for name, result in doc["analyses"].items():
         for key, m in result["metrics"].items():
-            flat = sorted(((s, layer, col) for layer, row in enumerate(m["scores"]) for col, s in enumerate(row)),
+            flat = sorted(((s, layer, col) for layer, row in enumerate(m["scores"])
+                           for col, s in enumerate(row)),
                           reverse=True)[:k]
             for rank, (score, layer, col) in enumerate(flat, 1):
                 thr = m.get("threshold")
                 rows.append({"analysis": name, "metric": key, "rank": rank, "layer": layer,
                              "head": m["columns"][col] if m.get("columns") else col, "score": score,
-                             "role": m["role"] if thr is None or score > thr else f"(below {thr}) {m['role']}"})
+                             "role": m["role"] if thr is None or score > thr
+                             else f"(below {thr}) {m['role']}"})
     return rows

@@ -40,11 +40,11 @@ th[data-order=desc]::after{content:' \\25BC'} th[data-order=asc]::after{content:
 #corr-table td{text-align:center;cursor:pointer;min-width:34px} #corr-table th{font-weight:normal;font-size:11px}
 """
 
-_ABBREV = {"previous_token": "prev", "duplicate_token": "dup", "induction": "ind", "previous_token_text": "prev-t",
-           "duplicate_token_text": "dup-t", "induction_text": "ind-t", "entropy": "entropy",
-           "mean_distance": "dist", "first_token_alpha": "sink α", "sink_rate": "sink rate",
-           "hidden_sinks": "hidden", "retrieval": "retrieval", "pearson": "sal. r", "spearman": "sal. ρ",
-           "binding_layer_effect": "binding"}
+_ABBREV = {"previous_token": "prev", "duplicate_token": "dup", "induction": "ind",
+           "previous_token_text": "prev-t", "duplicate_token_text": "dup-t", "induction_text": "ind-t",
+           "entropy": "entropy", "mean_distance": "dist", "first_token_alpha": "sink α",
+           "sink_rate": "sink rate", "hidden_sinks": "hidden", "retrieval": "retrieval", "pearson": "sal. r",
+           "spearman": "sal. ρ", "binding_layer_effect": "binding"}
 
 
 def _esc(x) -> str:
@@ -62,10 +62,12 @@ def _doc_link(name: str) -> str:
 def _meta_table(doc: dict) -> str:
     m, s = doc["model"], doc["settings"]
     rows = [("model", m["name"]), ("class / family", f"{m['class']} / {m['family']}"),
-            ("layers x heads", f"{m['n_layers']} x {m['n_heads']} (kv heads {m['n_kv_heads']}, head_dim {m['head_dim']})"),
+            ("layers x heads",
+             f"{m['n_layers']} x {m['n_heads']} (kv heads {m['n_kv_heads']}, head_dim {m['head_dim']})"),
             ("parameters", f"{m['parameters']:,}"), ("dtype / device", f"{s['dtype']} / {s['device']}"),
             ("fingerprint", m["fingerprint"]), ("analyses", ", ".join(s["analyses"])),
-            ("status", doc["status"]), ("interp", f"{doc['interp_version']} (scan schema v{doc['schema_version']})")]
+            ("status", doc["status"]),
+            ("interp", f"{doc['interp_version']} (scan schema v{doc['schema_version']})")]
     cal = s.get("calibration")
     if cal:
         heads = ", ".join(head_label(a, b) for a, b in cal["heads"])
@@ -87,7 +89,8 @@ def _atlas_table(a: Atlas) -> str:
     for c in a.columns:
         thr = "" if c.threshold is None else f" (role over {c.threshold})"
         head.append(f"<th class='sortable' data-type='num' data-key='{_esc(c.key)}' "
-                    f"title='{_esc(c.key)}: {_esc(c.description)}{_esc(thr)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>")
+                    f"title='{_esc(c.key)}: "
+                    f"{_esc(c.description)}{_esc(thr)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>")
     ranges = [(min(c.scores), max(c.scores)) for c in a.columns]
     body = []
     for i, label in enumerate(a.labels):
@@ -100,7 +103,8 @@ def _atlas_table(a: Atlas) -> str:
         body.append(f"<tr data-head='{label}' data-roles='{_esc('|'.join(roles))}' data-search='{search}'>"
                     + "".join(cells) + "</tr>")
     role_names = sorted({r for rs in a.roles.values() for r in rs})
-    options = "".join(f"<option value='{_esc(r)}'>{_esc(r)} ({sum(r in rs for rs in a.roles.values())})</option>"
+    options = "".join(f"<option value='{_esc(r)}'>{_esc(r)} "
+                      f"({sum(r in rs for rs in a.roles.values())})</option>"
                       for r in role_names)
     return (f"<p><label>filter: <input id='atlas-filter' placeholder='18.6, induction, sink ...'></label> "
             f"<label>role: <select id='atlas-role'><option value=''>any</option>{options}</select></label> "
@@ -114,19 +118,21 @@ def _card(doc: dict) -> str:
     prompt = _esc(ex.get("prompt", ""))
     return (f"<div id='head-card' class='card' hidden><h3 id='card-title'></h3>"
             f"<div>roles: <b id='card-roles'></b></div>"
-            f"<table id='card-scores'><thead><tr><th>metric</th><th>score</th><th>rank</th><th>role</th></tr></thead>"
-            f"<tbody></tbody></table>"
-            f"<p class='note'>Attention on the example prompt ({len(ex.get('tokens', []))} tokens): <q>{prompt}</q>. "
-            f"<label>also show heads: <input id='card-compare' placeholder='17.3, 18.6' size='14'></label></p>"
-            f"<div id='card-attention'></div></div>")
+            "<table "
+            f"id='card-scores'><thead><tr><th>metric</th><th>score</th><th>rank</th><th>role</th></tr></thead><tbody></tbody></table>"
+            f"<p class='note'>Attention on the example prompt ({len(ex.get('tokens', []))} tokens): "
+            f"<q>{prompt}</q>. <label>also show heads: <input id='card-compare' placeholder='17.3, 18.6' "
+            f"size='14'></label></p><div id='card-attention'></div></div>")
 
 
 def _corr(a: Atlas) -> tuple[str, dict]:
     rho = spearman_matrix(a)
     keys = [c.key for c in a.columns]
     if len(keys) < 2:
-        return "<p class='note'>One per-head metric only: nothing to correlate.</p>", {"keys": keys, "rho": rho}
-    head = "".join(f"<th title='{_esc(k)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>" for k, c in zip(keys, a.columns))
+        return ("<p class='note'>One per-head metric only: nothing to correlate.</p>",
+                {"keys": keys, "rho": rho})
+    head = "".join(f"<th title='{_esc(k)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>"
+                   for k, c in zip(keys, a.columns))
     rows = []
     for i, c in enumerate(a.columns):
         cells = []
@@ -136,12 +142,13 @@ def _corr(a: Atlas) -> tuple[str, dict]:
                                           else f"background:rgba(214,39,40,{abs(r) * 0.7:.2f})")
             cells.append(f"<td data-x='{_esc(keys[j])}' data-y='{_esc(keys[i])}' style='{color}' "
                          f"title='{_esc(keys[i])} vs {_esc(keys[j])}'>{'' if r is None else f'{r:.2f}'}</td>")
-        rows.append(f"<tr><th title='{_esc(c.key)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>{''.join(cells)}</tr>")
+        rows.append("<tr><th "
+                    f"title='{_esc(c.key)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>{''.join(cells)}</tr>")
     pick = [k for k in ("heads.induction", "retrieval.retrieval") if k in keys]
     x0, y0 = (pick + keys[:2])[:2] if len(pick) < 2 else pick
     options = "".join(f"<option value='{_esc(k)}'>{_esc(k)}</option>" for k in keys)
-    html = (f"<p class='note'>Spearman rank correlation over all {len(a.labels)} heads (scipy.stats.spearmanr); "
-            f"click a cell for its scatter, a dot for its head card.</p>"
+    html = (f"<p class='note'>Spearman rank correlation over all {len(a.labels)} heads "
+            f"(scipy.stats.spearmanr); click a cell for its scatter, a dot for its head card.</p>"
             f"<div class='scroll'><table id='corr-table'><thead><tr><th></th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>"
             f"<p><label>x <select id='corr-x'>{options}</select></label> "

@@ -47,13 +47,15 @@ def measured(name: str, result: dict, config: dict | None) -> list[str]:
         over = s.get("heads_over_threshold", {})
         if over:
             lines.append("heads over threshold (0.4): " + ", ".join(f"{k} {v}" for k, v in over.items()))
-        lines.append("scores are attention means over every counted query row: no per-trial data, no interval")
+        lines.append("scores are attention means over every counted query row: no per-trial data, no "
+                     "interval")
     elif name == "sinks":
         per = s.get("per_prompt", {})
         n = len(per.get("sink_rate", [])) or c.get("n_prompts")
         lines.append(f"settings: {n} passages of {c.get('length')} tokens, eps = {c.get('eps')}, "
                      f"tau = {c.get('tau')}")
-        for key, label in ((next((k for k in s if k.startswith("Sink1^")), None), "Sink1"), ("hidden_rate", "hidden")):
+        for key, label in ((next((k for k in s if k.startswith("Sink1^")), None), "Sink1"),
+                           ("hidden_rate", "hidden")):
             if key is None or key not in s:
                 continue
             text = f"{key} = {_pct(s[key])} of (prompt, layer, head)"
@@ -64,24 +66,25 @@ def measured(name: str, result: dict, config: dict | None) -> list[str]:
             lines.append(text)
     elif name == "retrieval":
         lines.append(f"settings: {c.get('n_needles')} needles x lengths {c.get('lengths')} x depths "
-                     f"{c.get('depths')}, {c.get('max_new_tokens')} new tokens, threshold {c.get('threshold')}")
+                     f"{c.get('depths')}, {c.get('max_new_tokens')} new tokens, threshold "
+                     f"{c.get('threshold')}")
         n, k = s.get("trials"), s.get("recalled")
         if n:
             lo, hi = wilson(k, n)
-            lines.append(f"recalled {k}/{n} NIAH trials ({_pct(k / n)}, 95% CI {_pct(lo)}-{_pct(hi)}, Wilson); "
-                         f"head scores average the recalled trials")
+            lines.append(f"recalled {k}/{n} NIAH trials ({_pct(k / n)}, 95% CI {_pct(lo)}-{_pct(hi)}, "
+                         f"Wilson); head scores average the recalled trials")
         frac = next((v for key, v in s.items() if key.startswith("fraction_over_")), None)
         if frac is not None:
             lines.append(f"{_pct(frac)} of heads score over {c.get('threshold')}")
     elif name == "saliency":
         prompts = c.get("prompts") or []
-        lines.append(f"settings: {len(prompts)} prompts x {c.get('max_new_tokens')} new tokens, {c.get('method')}, "
-                     f"first token dropped: {c.get('drop_first')}")
+        lines.append(f"settings: {len(prompts)} prompts x {c.get('max_new_tokens')} new tokens, "
+                     f"{c.get('method')}, first token dropped: {c.get('drop_first')}")
         lines.append(f"{s.get('generated_tokens')} generated tokens; correlations averaged over them "
                      f"(no interval: {len(prompts)} prompts)")
     elif name == "binding":
-        lines.append(f"settings: n = {c.get('n')} groups, template {c.get('template')!r}, {c.get('per_position')} "
-                     f"counterfactual prompts per position")
+        lines.append(f"settings: n = {c.get('n')} groups, template {c.get('template')!r}, "
+                     f"{c.get('per_position')} counterfactual prompts per position")
         acc = s.get("accuracy") or {}
         key = str(c.get("n"))
         rate, count = (acc.get("by_n") or {}).get(key), (acc.get("counts") or {}).get(key)

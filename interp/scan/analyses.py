@@ -12,7 +12,8 @@ from interp.analyze import heads as _heads
 from interp.scan.registry import AnalysisResult, Context, Metric, register
 
 _HEAD_ROLES = {
-    "previous_token": ("previous-token head", "attention on the previous token (repeated random tokens)", 0.4),
+    "previous_token": ("previous-token head", "attention on the previous token (repeated random tokens)",
+                       0.4),
     "duplicate_token": ("duplicate-token head",
                         ("attention on earlier copies of the current token (random tokens)"), 0.4),
     "induction": ("induction head",
@@ -27,7 +28,8 @@ _HEAD_ROLES = {
 
 
 @register("heads", _heads.HeadsConfig,
-          "classic detectors: previous-token, duplicate-token, induction heads; attention entropy and distance")
+          "classic detectors: previous-token, duplicate-token, induction heads; attention entropy and "
+          "distance")
 def heads(model, config: _heads.HeadsConfig, ctx: Context) -> AnalysisResult:
     config.check()
     data = _heads.probe_sets(model, config)
@@ -81,7 +83,8 @@ def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
     from interp.analyze.sinks import HiddenSink, SinkConfig, SinkReport, find_sinks, passages
 
     prompts = passages(config.n_prompts, words=config.words, seed=config.seed)
-    cfg = SinkConfig(epsilons=(config.eps,), tau=config.tau, length=config.length, batch_size=config.batch_size)
+    cfg = SinkConfig(epsilons=(config.eps,), tau=config.tau, length=config.length,
+                     batch_size=config.batch_size)
     groups = [prompts[i:i + config.batch_size] for i in range(0, len(prompts), config.batch_size)]
     firsts, counts, hidden, lengths, seen = [], [], [], [], 0
 
@@ -102,14 +105,15 @@ def sinks(model, config: SinksScan, ctx: Context) -> AnalysisResult:
                         config.tau, (config.eps,), lengths)
     metrics = {
         "first_token_alpha": Metric(report.first.mean(0).tolist(), role="first-token sink",
-                                    description="column mean of the first token, mean over prompts (Gu et al.)",
+                                    description="column mean of the first token, mean over prompts (Gu et "
+                                                "al.)",
                                     threshold=config.eps),
         "sink_rate": Metric((report.first > config.eps).float().mean(0).tolist(), role="first-token sink",
                             description=f"share of prompts whose first token has column mean > {config.eps}",
                             threshold=0.5),
         "hidden_sinks": Metric(report.n_hidden.float().mean(0).tolist(), role="hidden sink",
-                               description=f"keys beyond the first with column mean > {config.tau}, per prompt "
-                                           f"(ACT)", threshold=0.5),
+                               description=f"keys beyond the first with column mean > {config.tau}, per "
+                                           f"prompt (ACT)", threshold=0.5),
     }
     summary = {f"Sink1^{config.eps}": report.sink_rate(config.eps), "hidden_rate": report.hidden_rate(),
                "top_hidden_tokens": report.token_table(8),
@@ -137,11 +141,14 @@ def _retrieval_available():
     # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.tasks import niah
 
-    return None if Path(niah.DEFAULT_HAYSTACK).exists() else f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
+    if Path(niah.DEFAULT_HAYSTACK).exists():
+        return None
+    return f"haystack text {niah.DEFAULT_HAYSTACK} is missing"
 
 
-@register("retrieval", RetrievalScan, "retrieval heads: copy-paste attention during needle-in-a-haystack decoding "
-          "(Wu et al. 2024)", _retrieval_available, own_calibration=True)
+@register("retrieval", RetrievalScan,
+          "retrieval heads: copy-paste attention during needle-in-a-haystack decoding " "(Wu et al. 2024)",
+          _retrieval_available, own_calibration=True)
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
@@ -159,13 +166,15 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
         # a fresh prefix cache per unit: each unit is computed alike alone, resumed or on any torchrun rank
         # (a calibration goes inside each generate call: run_trials then decodes left-padded batches)
         edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
-        return [r.to_json() for batch in run_trials(model, group, batch_size=config.batch_size, prefix=PrefixCache(),
-                                                   edits=edits, max_new_tokens=config.max_new_tokens, score=True,
-                                                   progress=False) for r in batch]
+        return [r.to_json()
+                for batch in run_trials(model, group, batch_size=config.batch_size, prefix=PrefixCache(),
+                                                   edits=edits, max_new_tokens=config.max_new_tokens,
+                                                   score=True, progress=False) for r in batch]
 
     parts = ctx.map([(f"trials-{i}", lambda g=g: compute(g)) for i, g in enumerate(groups)],
                     hint="raise retrieval.n_needles or lower retrieval.batch_size")
-    results = [TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"])) for part in parts for r in part]
+    results = [TrialResult(r["id"], r["output"], r["recall"], torch.tensor(r["scores"])) for part in parts
+               for r in part]
     scores = scores_from_results(results, model.adapter.n_layers(), model.adapter.n_heads, model.name)
     metric = Metric(scores.mean.tolist(), role="retrieval head", threshold=config.threshold,
                     description="mean copy score over recalled NIAH trials (Wu et al. 2024)")
@@ -216,8 +225,8 @@ def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
         steps += part["steps"]
         ctx.progress(i + 1, len(config.prompts))
     metrics = {k: Metric((v / max(steps, 1)).float().tolist(), role="saliency-aligned head",
-                         description=f"{k} correlation of the head's attention with |{config.method}| saliency, "
-                                     f"mean over generated tokens", threshold=0.5)
+                         description=f"{k} correlation of the head's attention with |{config.method}| "
+                                     f"saliency, mean over generated tokens", threshold=0.5)
                for k, v in totals.items()}
     return AnalysisResult(metrics, primary="pearson", summary={"generated_tokens": steps})
 
@@ -225,7 +234,8 @@ def saliency(model, config: SaliencyScan, ctx: Context) -> AnalysisResult:
 # ------------------------------------------------------------------------------------------------- binding
 @dataclass
 class BindingScan:
-    """Binding mechanisms (Gur-Arieh et al. 2025): one group count, a few prompts per position, every layer."""
+    """Binding mechanisms (Gur-Arieh et al. 2025): one group count, a few prompts per position, every
+    layer."""
 
     n: int = 3
     per_position: int = 4
@@ -234,8 +244,10 @@ class BindingScan:
     batch_size: int = 16
 
 
-@register("binding", BindingScan, "binding mechanisms: positional / lexical / reflexive share of residual patching "
-          "per layer (per-layer, not per-head)")
+@register("binding", BindingScan,
+          "binding mechanisms: positional / lexical / reflexive share of residual patching " "per layer "
+                                                                                             "(per-layer, "
+                                                                                             "not per-head)")
 def binding(model, config: BindingScan, ctx: Context) -> AnalysisResult:
     # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.binding import LABELS, BindingConfig, analyze_binding

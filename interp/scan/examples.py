@@ -37,7 +37,8 @@ def _bins(n: int, max_side: int) -> list[int]:
 
 def all_heads(doc: dict) -> list[tuple[int, int]]:
     """Every (layer, head) of the scanned model: the report's head cards show each one's pattern."""
-    return [(layer, head) for layer in range(doc["model"]["n_layers"]) for head in range(doc["model"]["n_heads"])]
+    return [(layer, head) for layer in range(doc["model"]["n_layers"])
+            for head in range(doc["model"]["n_heads"])]
 
 
 def pick_heads(doc: dict, n: int = 12) -> list[tuple[int, int]]:
@@ -47,7 +48,8 @@ def pick_heads(doc: dict, n: int = 12) -> list[tuple[int, int]]:
         for metric in result["metrics"].values():
             if metric.get("columns"):
                 continue  # not a per-head map
-            flat = [(s, layer, head) for layer, row in enumerate(metric["scores"]) for head, s in enumerate(row)]
+            flat = [(s, layer, head) for layer, row in enumerate(metric["scores"])
+                    for head, s in enumerate(row)]
             ranked.append([(layer, head) for _, layer, head in sorted(flat, reverse=True)])
     picked: list[tuple[int, int]] = []
     depth = 0

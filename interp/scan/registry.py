@@ -51,7 +51,8 @@ class AnalysisResult:
 
     def to_json(self) -> dict:
         return {"primary": self.primary, "summary": self.summary,
-                "metrics": {k: {f.name: getattr(m, f.name) for f in fields(m)} for k, m in self.metrics.items()}}
+                "metrics": {k: {f.name: getattr(m, f.name) for f in fields(m)}
+                            for k, m in self.metrics.items()}}
 
 
 @dataclass
@@ -103,7 +104,8 @@ class Analysis:
     config: type
     help: str
     available: Callable[[], str | None] = lambda: None  # None when usable, else why not
-    own_calibration: bool = False  # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
+    # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
+    own_calibration: bool = False
 
     def make_config(self, overrides: dict | None = None):
         """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
@@ -125,7 +127,8 @@ class Analysis:
 
 
 def _check_value(name: str, default, value):
-    """`value` for a setting whose default is `default`: same kind, counts positive, numbers finite and >= 0."""
+    """`value` for a setting whose default is `default`: same kind, counts positive, numbers finite and >=
+    0."""
     def bad(want: str):
         return InterpError(f"--set {name}={json.dumps(value)}: {want} (default {json.dumps(default)}).")
 
@@ -138,7 +141,8 @@ def _check_value(name: str, default, value):
         if value < (0 if name.endswith("seed") else 1):
             raise bad("use a non-negative seed" if name.endswith("seed") else "use a positive integer")
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < 0):
             raise bad("use a finite non-negative number")
         value = float(value)
     elif isinstance(default, str):

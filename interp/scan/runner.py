@@ -55,13 +55,13 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ScanFileError(f"the output folder {out} is not writable ({err.strerror or err}); choose another "
-                            f"--out folder.") from err
+        raise ScanFileError(f"the output folder {out} is not writable ({err.strerror or err}); choose "
+                            f"another --out folder.") from err
     earlier = [p.name for p in (out / "scan.json", out / "report.html", out / "parts") if p.exists()]
     if earlier and not resume:
         if not overwrite:
-            raise ScanExistsError(f"{out} already holds a scan ({', '.join(earlier)}); pass --resume to continue it, "
-                                  f"--overwrite to replace it, or choose another --out folder.")
+            raise ScanExistsError(f"{out} already holds a scan ({', '.join(earlier)}); pass --resume to "
+                                  f"continue it, --overwrite to replace it, or choose another --out folder.")
         shutil.rmtree(out / "parts", ignore_errors=True)
 
 
@@ -129,7 +129,8 @@ def check_config(config: dict[str, dict] | None) -> None:
 
 
 def _forget_unstarted(out: Path) -> None:
-    """After a failed fresh run with no finished work, remove its files so a corrected rerun starts cleanly."""
+    """After a failed fresh run with no finished work, remove its files so a corrected rerun starts
+    cleanly."""
     doc_path = out / "scan.json"
     parts = out / "parts"
     if any(parts.rglob("*.json")) if parts.exists() else False:
@@ -158,7 +159,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
     if config:
         unknown = set(config) - {a.name for a in chosen}
         if unknown:
-            raise InterpError(f"settings given for {', '.join(sorted(unknown))}, which this scan does not run.")
+            raise InterpError(f"settings given for {', '.join(sorted(unknown))}, which this scan does not "
+                              "run.")
     configs = {a.name: a.make_config((config or {}).get(a.name)) for a in chosen}
     if previous is not None and config is None:  # resume with the earlier run's settings
         configs = {a.name: a.make_config(previous["settings"]["config"].get(a.name)) for a in chosen}
@@ -188,7 +190,8 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
                 tick(analysis.name, 1, 1)
                 continue
             start, cpu = time.perf_counter(), time.process_time()
-            ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget, calibration)
+            ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget,
+                          calibration)
             with torch.no_grad(), _calibrated(model, None if analysis.own_calibration else calibration):
                 result = analysis.run(model, configs[analysis.name], ctx)
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
@@ -227,16 +230,19 @@ def _check_same_run(previous: dict, identity: dict, settings: dict, path: Path) 
     for key in ("dtype", "device"):  # checked first: another dtype also changes the weights' fingerprint
         if previous["settings"].get(key) != settings.get(key):
             raise ScanFileError(f"{path} was made with --{key} {previous['settings'].get(key)}, not "
-                                f"{settings.get(key)}; resume with --{key} {previous['settings'].get(key)}, or scan "
-                                f"into a new --out folder.")
-    fields = [k for k in ("fingerprint", "name", "n_layers", "n_heads") if previous["model"].get(k) != identity.get(k)]
+                                f"{settings.get(key)}; resume with --{key} {previous['settings'].get(key)}, "
+                                f"or scan into a new --out folder.")
+    fields = [k for k in ("fingerprint", "name", "n_layers", "n_heads")
+              if previous["model"].get(k) != identity.get(k)]
     if fields:
-        raise ScanFileError(f"{path} was made with another model ({previous['model'].get('name')!r}, differing in "
-                            f"{', '.join(fields)}); resume with the same model, or scan into a new --out folder.")
+        raise ScanFileError(f"{path} was made with another model ({previous['model'].get('name')!r}, "
+                            f"differing in {', '.join(fields)}); resume with the same model, or scan into a "
+                            "new --out folder.")
     diff = [k for k in settings if k not in RESUMABLE and previous["settings"].get(k) != settings.get(k)]
     if diff:
-        raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with the "
-                            f"earlier settings (omit them to reuse them), or scan into a new --out folder.")
+        raise ScanFileError(f"{path} was made with other settings ({', '.join(diff)} differ); resume with "
+                            "the earlier settings (omit them to reuse them), or scan into a new --out "
+                            "folder.")
 
 
 def _calibrated(model, calibration):

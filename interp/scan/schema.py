@@ -65,11 +65,12 @@ def validate(doc, path: str = "scan.json") -> dict:
                             f"version {SCHEMA_VERSION}. Rerun the scan into a new --out folder.")
     for key, kind in (("model", dict), ("settings", dict), ("analyses", dict), ("status", str)):
         if not isinstance(doc.get(key), kind):
-            raise ScanFileError(f"{path} is corrupt: field {key!r} is missing or not a {kind.__name__}. It was "
-                                f"left untouched; move it away and rerun without --resume.")
+            raise ScanFileError(f"{path} is corrupt: field {key!r} is missing or not a {kind.__name__}. It "
+                                f"was left untouched; move it away and rerun without --resume.")
     for name, result in doc["analyses"].items():
         metrics = result.get("metrics") if isinstance(result, dict) else None
-        if not isinstance(metrics, dict) or not all(isinstance(m.get("scores"), list) for m in metrics.values()):
+        if not isinstance(metrics, dict) or not all(isinstance(m.get("scores"), list)
+                                                    for m in metrics.values()):
             raise ScanFileError(f"{path} is corrupt: analysis {name!r} has no per-head scores. It was left "
                                 f"untouched; move it away and rerun without --resume.")
     return doc

@@ -40,7 +40,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise ScanFileError(f"cannot write {path}: {err.strerror or err}. Choose a writable --out folder.") from err
+        raise ScanFileError(f"cannot write {path}: {err.strerror or err}. Choose a writable --out "
+                            "folder.") from err
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -121,7 +121,8 @@ class BindingTask:
     >>> BindingTask("planets")
     Traceback (most recent call last):
     ...
-    interp.errors.InterpError: unknown binding template 'planets': choose one of boxes, foods, cities, colours.
+    interp.errors.InterpError: unknown binding template 'planets': choose one of boxes, foods, cities,
+    colours.
     """
 
     def __init__(self, template: str | Template, tokenizer=None, *, format: Format = "plain",
@@ -163,7 +164,8 @@ class BindingTask:
             single = all(len(tok(f, add_special_tokens=False).input_ids) == 1 for f in forms)
             (keys if single else self.dropped["keys"]).append(k)
         if self.multi_token == "first":
-            firsts = {a: tok(ctx.text + " " + a, add_special_tokens=False).input_ids[len(base)] for a in answers}
+            firsts = {a: tok(ctx.text + " " + a, add_special_tokens=False).input_ids[len(base)]
+                      for a in answers}
             seen: dict[int, str] = {}
             for a, i in firsts.items():
                 if i in seen:
@@ -177,7 +179,8 @@ class BindingTask:
     def render(self, p: BindingPrompt, template: Template | None = None) -> BindingPrompt:
         """Fill in `p.text` for this task's format."""
         t = template or self.template
-        context = _sentence(", ".join(t.group.format(key=k, answer=a) for k, a in zip(p.keys, p.answers))) + "."
+        context = _sentence(", ".join(t.group.format(key=k, answer=a)
+                                      for k, a in zip(p.keys, p.answers))) + "."
         key = p.keys[p.query]
         question = t.question.format(key=key)
         lead = _sentence(t.answer.format(key=key))

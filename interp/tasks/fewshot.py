@@ -64,15 +64,18 @@ class Task:
     input_prefix: str  # e.g. "Review: "
     answer_prefix: str  # e.g. "Sentiment:"
     instruction: str = ""
-    read: Callable[[Path], tuple[list[Example], list[Example]]] = field(default=None, repr=False, compare=False)
-    source: Path | None = None  # a task read from its own file (`interp.tasks.task_file`), not from `data_dir`
+    read: Callable[[Path], tuple[list[Example], list[Example]]] = field(default=None, repr=False,
+                                                                        compare=False)
+    # a task read from its own file (`interp.tasks.task_file`), not from `data_dir`
+    source: Path | None = None
 
     def demo(self, ex: Example) -> str:
         return f"{self.input_prefix}{ex.text}\n{self.answer_prefix} {self.labels[ex.label]}\n\n"
 
     def prompt(self, demos: Sequence[Example], query: Example) -> str:
         head = f"{self.instruction}\n\n" if self.instruction else ""
-        return head + "".join(self.demo(d) for d in demos) + f"{self.input_prefix}{query.text}\n{self.answer_prefix}"
+        return (head + "".join(self.demo(d) for d in demos)
+                + f"{self.input_prefix}{query.text}\n{self.answer_prefix}")
 
 
 def _read_sst2(root: Path) -> tuple[list[Example], list[Example]]:
@@ -86,7 +89,8 @@ def _read_sst2(root: Path) -> tuple[list[Example], list[Example]]:
 def _read_agnews(root: Path) -> tuple[list[Example], list[Example]]:
     with (root / "agnews" / "test.csv").open(encoding="utf-8") as f:
         rows = list(csv.reader(f))[1:]
-    examples = [Example(f"{title} {desc}".replace("\\", " ").strip(), int(cls) - 1) for cls, title, desc in rows]
+    examples = [Example(f"{title} {desc}".replace("\\", " ").strip(), int(cls) - 1)
+                for cls, title, desc in rows]
     order = list(range(len(examples)))
     random.Random(1234).shuffle(order)  # fixed: the train/test halves never depend on the run's seed
     half = len(order) // 2
@@ -109,11 +113,16 @@ def _read_trec(root: Path) -> tuple[list[Example], list[Example]]:
 TASKS: dict[str, Task] = {
     "sst2": Task("sst2", ("negative", "positive"), "Review: ", "Sentiment:", read=_read_sst2),
     "agnews": Task("agnews", ("World", "Sports", "Business", "Technology"), "Article: ", "Answer:",
-                   instruction="Classify the news articles into the categories of World, Sports, Business, and "
-                               "Technology.", read=_read_agnews),
-    "trec": Task("trec", ("Number", "Location", "Person", "Description", "Entity", "Abbreviation"), "Question: ",
-                 "Answer Type:", instruction="Classify the questions based on whether their answer type is a "
-                 "Number, Location, Person, Description, Entity, or Abbreviation.", read=_read_trec),
+                   instruction="Classify the news articles into the categories of World, Sports, Business, "
+                               "and Technology.", read=_read_agnews),
+    "trec": Task("trec", ("Number", "Location", "Person", "Description", "Entity", "Abbreviation"),
+                 "Question: ", "Answer Type:",
+                 instruction="Classify the questions based on whether their answer type is a " "Number, "
+                                                                                               "Location, "
+                                                                                               "Person, "
+                                                                                               "Description, "
+                                                                                               "Entity, or "
+                                                                                               "Abbreviation.", read=_read_trec),
 }
 
 
@@ -139,14 +148,16 @@ class Split:
 
 def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int = 0,
                data_dir: str | Path | None = None) -> Split:
-    """Balanced demonstrations and a dev set from the training pool, a test set from the test pool, all disjoint."""
+    """Balanced demonstrations and a dev set from the training pool, a test set from the test pool, all
+    disjoint."""
     task = get_task(task) if isinstance(task, str) else task
     if shots < 0 or dev < 0 or test < 1:
-        raise InterpError(f"need shots >= 0, dev >= 0 and test >= 1; got shots={shots}, dev={dev}, test={test}.")
+        raise InterpError(f"need shots >= 0, dev >= 0 and test >= 1; got shots={shots}, dev={dev}, "
+                          f"test={test}.")
     root = task.source or (Path(data_dir) if data_dir is not None else DEFAULT_DATA)
     if task.source is None and not (root / task.name).is_dir():
-        raise InterpError(f"few-shot data for {task.name!r} not found under {root}; pass data_dir= (or --data) "
-                          f"pointing at a folder with {task.name}/ in it (see data/README.md).")
+        raise InterpError(f"few-shot data for {task.name!r} not found under {root}; pass data_dir= (or "
+                          f"--data) pointing at a folder with {task.name}/ in it (see data/README.md).")
     train, pool = _read(task, root)
     rng = random.Random(seed)
     order = list(range(len(train)))
@@ -172,7 +183,8 @@ def make_split(task: str | Task, *, shots: int, dev: int, test: int, seed: int =
 
 
 def label_token_ids(tokenizer, task: Task) -> list[int]:
-    """The first token of each label word as it follows the answer prefix (`" positive"`); distinct or an error."""
+    """The first token of each label word as it follows the answer prefix (`" positive"`); distinct or an
+    error."""
     ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in task.labels]
     if len(set(ids)) != len(ids):
         raise InterpError(f"the label words of {task.name} share a first token under this tokenizer ({ids}); "

@@ -78,8 +78,8 @@ def test_engine_hooks_cached_and_nnsight_agree(tiny):
     ref = patched_logits_nnsight(model, tok, orig, src, layers)
     for mode in ("cached", "full"):
         for patcher in ("engine", "hooks"):
-            torch.testing.assert_close(patched_logits(model, orig, src, layers, mode=mode, patcher=patcher), ref,
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(patched_logits(model, orig, src, layers, mode=mode, patcher=patcher),
+                                       ref, atol=1e-5, rtol=0)
     assert (ref[1] - ref[2]).abs().max() > 1e-3  # the patch does something
 
 
@@ -193,7 +193,8 @@ def test_analyze_binding_end_to_end(tiny):
         assert len(out["by_position"][n]["patched"]) == n
     assert out["pairs"] == {3: 6, 4: 8}
     assert set(out["fit"]["rows"]) == {"uniform", "positional", "lexical", "reflexive", "positional+lexical",
-                                       "positional+reflexive", "lexical+reflexive", "positional+lexical+reflexive"}
+                                       "positional+reflexive", "lexical+reflexive",
+                                       "positional+lexical+reflexive"}
     assert set(out["fit"]["drop"]) == {"positional", "lexical", "reflexive"}
     lo, hi = out["intervals_at_read_layer"][3]["lexical"]
     assert lo <= out["shares_at_read_layer"][3]["lexical"] <= hi
@@ -210,8 +211,8 @@ def test_cli_arguments():
     assert args.groups == (3, 5, 10) and args.layers == [20, 22] and args.task == "foods"
     assert parser.parse_args(["m"]).layers == "auto"
     assert args.pairs == 400 and args.per_position is None
-    assert command(args) == ("interp binding smollm2 --task foods --format auto --groups 3,5,10 --layers 20,22 "
-                             "--pairs 400 --accuracy-per-position 10 --seed 0 --out runs/binding")
+    assert command(args) == ("interp binding smollm2 --task foods --format auto --groups 3,5,10 --layers "
+                             "20,22 --pairs 400 --accuracy-per-position 10 --seed 0 --out runs/binding")
     assert "--per-position 6" in command(parser.parse_args(["m", "--per-position", "6"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["m", "--groups", "three"])

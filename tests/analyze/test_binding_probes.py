@@ -1,4 +1,5 @@
-"""The documented account of where the binding organism gathers the queried key, as interventions that can fail.
+"""The documented account of where the binding organism gathers the queried key, as interventions that can
+fail.
 
 docs/binding.md ("Where the key comes from") states, for the shipped organism at n = 8:
 - foods follows the QUESTION line's key when the restatement names another key;

@@ -35,7 +35,8 @@ def shared_haystack_trials(one_haystack: bool = False):
     trials = []
     for n in range(2):
         hay = hays[0] if one_haystack else hays[n]
-        needle_ids = [8, 10, 5, 11] if n == 0 else [10, 5, 11, 8, 9, 4]  # what the tiny model generates: copies happen
+        # what the tiny model generates: copies happen
+        needle_ids = [8, 10, 5, 11] if n == 0 else [10, 5, 11, 8, 9, 4]
         needle = Needle(f"needle {n} code 7", "?", "7", "")
         for d, cut in enumerate((20, 30, 45)):
             ids = hay[:cut] + needle_ids + hay[cut:48] + [5, 6]
@@ -78,8 +79,8 @@ def test_prefix_cache_reuses_the_shared_haystack(tiny, monkeypatch, one_haystack
         return start(self, entries, n)
 
     monkeypatch.setattr(PrefixCache, "start", spy)
-    list(run_trials(tiny, shared_haystack_trials(one_haystack), batch_size=6, max_new_tokens=3, progress=False,
-                    prefix=PrefixCache(min_tokens=4)))
+    list(run_trials(tiny, shared_haystack_trials(one_haystack), batch_size=6, max_new_tokens=3,
+                    progress=False, prefix=PrefixCache(min_tokens=4)))
     if one_haystack:  # deepest first; after the first trial, the two needles at one depth share a prompt pass
         assert passes == [(0, 1), (45, 1), (30, 2), (20, 2)]
     else:  # per needle: deepest first, each later trial starting from its whole haystack prefix

@@ -13,7 +13,8 @@ from interp.errors import InterpError
 def naive_scores(pattern, tokens, real):
     """Definitions of the module table, one (batch, head, query) row at a time. pattern: [b, h, q, k]."""
     b, h, n, _ = pattern.shape
-    out = {m: torch.zeros(h) for m in ("previous_token", "duplicate_token", "induction", "entropy", "mean_distance")}
+    out = {m: torch.zeros(h)
+           for m in ("previous_token", "duplicate_token", "induction", "entropy", "mean_distance")}
     rows = dict.fromkeys(out, 0)
     for bi in range(b):
         for i in range(n):
@@ -23,7 +24,8 @@ def naive_scores(pattern, tokens, real):
             targets = {
                 "previous_token": [i - 1] if i >= 1 and real[bi, i - 1] else [],
                 "duplicate_token": [j for j in range(i) if real[bi, j] and t[j] == t[i]],
-                "induction": [j for j in range(1, i + 1) if real[bi, j - 1] and real[bi, j] and t[j - 1] == t[i]],
+                "induction": [j for j in range(1, i + 1)
+                              if real[bi, j - 1] and real[bi, j] and t[j - 1] == t[i]],
             }
             for name, keys in targets.items():
                 if keys:
@@ -55,7 +57,8 @@ def test_score_batch_matches_naive_definitions_on_eager_attention(family):
     for layer, pattern in enumerate(att):
         want = naive_scores(pattern, ids, real)
         for metric, value in want.items():
-            torch.testing.assert_close(got[metric][layer], value, atol=1e-5, rtol=1e-4, msg=f"{metric} L{layer}")
+            torch.testing.assert_close(got[metric][layer], value, atol=1e-5, rtol=1e-4,
+                                       msg=f"{metric} L{layer}")
 
 
 @pytest.mark.fast
@@ -75,7 +78,8 @@ def test_probe_on_left_padded_batch_matches_naive():
     for layer, pattern in enumerate(att):
         pattern = pattern * real[:, None, :, None]  # eager gives padding rows a uniform row; we skip them
         for metric, value in naive_scores(pattern, ids, real).items():
-            torch.testing.assert_close(got[metric][layer], value, atol=1e-5, rtol=1e-4, msg=f"{metric} L{layer}")
+            torch.testing.assert_close(got[metric][layer], value, atol=1e-5, rtol=1e-4,
+                                       msg=f"{metric} L{layer}")
 
 
 @pytest.mark.fast
@@ -115,7 +119,9 @@ def test_detectors_agree_with_transformer_lens_head_detector(smollm2_tl):
     from transformer_lens.head_detector import detect_head
 
     m, bridge = smollm2_tl, smollm2_tl.bridge
-    words = ["river", "apple", "stone", "cloud", "garden", "silver", "window", "candle", "forest", "mirror", "honey", "ladder", "violin", "pepper", "lantern", "meadow", "copper", "feather", "marble", "tiger"]
+    words = ["river", "apple", "stone", "cloud", "garden", "silver", "window", "candle", "forest", "mirror",
+             "honey", "ladder", "violin", "pepper", "lantern", "meadow", "copper", "feather", "marble",
+             "tiger"]
     g = torch.Generator().manual_seed(1)
     seq = " ".join(words[i] for i in torch.randperm(len(words), generator=g)[:16].tolist())
     text = seq + " " + seq
@@ -123,15 +129,16 @@ def test_detectors_agree_with_transformer_lens_head_detector(smollm2_tl):
     ours = heads.score_batch(m, tokens.cpu())
     _, cache = bridge.run_with_cache(tokens, remove_batch_dim=True)
     n = tokens.shape[1]
-    for ours_name, tl_name in [("previous_token", "previous_token_head"), ("duplicate_token", "duplicate_token_head"),
-                               ("induction", "induction_head")]:
+    for ours_name, tl_name in [("previous_token", "previous_token_head"),
+                               ("duplicate_token", "duplicate_token_head"), ("induction", "induction_head")]:
         theirs = detect_head(bridge, text, tl_name, cache=cache).float()
         mine = ours.means()[ours_name]
         rescaled = mine * ours.rows[ours_name][0].item() / n
         torch.testing.assert_close(rescaled, theirs, atol=1e-5, rtol=1e-4)  # measured: <= 6e-8
         top_ours = set(mine.flatten().topk(10).indices.tolist())
         top_theirs = set(theirs.flatten().topk(10).indices.tolist())
-        assert len(top_ours & top_theirs) >= 9, (ours_name, top_ours, top_theirs)  # measured: 10/10 (ties may swap)
+        # measured: 10/10 (ties may swap)
+        assert len(top_ours & top_theirs) >= 9, (ours_name, top_ours, top_theirs)
 
 
 @pytest.mark.fast

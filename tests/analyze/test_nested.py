@@ -76,7 +76,8 @@ def test_retrieval_scores_inside_editors_equal_direct_edits(tiny, name, tmp_path
     trials = tiny_trials(n=5)
     direct = {r.id: r for b in run_trials(tiny, trials, batch_size=2, max_new_tokens=6, edits=_editors(name),
                                          score=True, progress=False) for r in b}
-    plain = {r.id: r for b in run_trials(tiny, trials, batch_size=2, max_new_tokens=6, score=True, progress=False)
+    plain = {r.id: r
+             for b in run_trials(tiny, trials, batch_size=2, max_new_tokens=6, score=True, progress=False)
              for r in b}
     with _enclosing(tiny, name):
         _prior_forward(tiny)
@@ -87,7 +88,8 @@ def test_retrieval_scores_inside_editors_equal_direct_edits(tiny, name, tmp_path
     scan = load_checkpoint(tmp_path / "scan.jsonl")
     for t in trials:
         assert scan[t.id].output == direct[t.id].output == nested[t.id].output
-        torch.testing.assert_close(scan[t.id].scores, direct[t.id].scores, rtol=0, atol=1e-6)  # via JSON floats
+        # via JSON floats
+        torch.testing.assert_close(scan[t.id].scores, direct[t.id].scores, rtol=0, atol=1e-6)
         assert torch.equal(nested[t.id].scores, direct[t.id].scores)
     assert sum(r.scores.sum() for r in direct.values()) > 0
     assert any(not torch.equal(plain[i].scores, direct[i].scores) for i in plain)  # the editors matter

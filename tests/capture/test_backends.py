@@ -29,7 +29,8 @@ def test_transformer_lens_bridge_gives_the_same_patterns(reference):
         torch.testing.assert_close(tl_rec.patterns[layer] * rows[:, None, :, None],
                                    rec.patterns[layer] * rows[:, None, :, None], atol=1e-5, rtol=0)
         torch.testing.assert_close(tl_rec.z[layer][rows], rec.z[layer][rows], atol=1e-4, rtol=0)
-        torch.testing.assert_close(tl_rec.resid_post[layer][rows], rec.resid_post[layer][rows], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(tl_rec.resid_post[layer][rows], rec.resid_post[layer][rows], atol=1e-3,
+                                   rtol=1e-4)
 
 
 def test_nnsight_trace_and_interp_capture_compose(reference):

@@ -47,7 +47,8 @@ def test_budget_chunks_stats_exactly():
     model = tiny_model("llama")
     batch = padded_batch(lengths=(9, 5))
     small = Stats()
-    with interp.capture(model, probes=[small, MemoryBudget(3 * 4 * 2 * 4 * 9 * 2, [small])]):  # 2 rows per chunk
+    # 2 rows per chunk
+    with interp.capture(model, probes=[small, MemoryBudget(3 * 4 * 2 * 4 * 9 * 2, [small])]):
         model(**batch)
         assert small.max_memory == 3 * 4 * 2 * 4 * 9 * 2
         assert chunk_rows(small.max_memory, batch=2, heads=4, k_len=9) == 2

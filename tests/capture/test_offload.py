@@ -15,7 +15,8 @@ DEVICE_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.lay
 def test_patterns_and_stats_with_a_layer_offloaded_to_disk(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path / "model")
     plain = interp.load(str(tmp_path / "model"))
-    offloaded = interp.load(str(tmp_path / "model"), device_map=DEVICE_MAP, offload_folder=str(tmp_path / "off"))
+    offloaded = interp.load(str(tmp_path / "model"), device_map=DEVICE_MAP,
+                            offload_folder=str(tmp_path / "off"))
     # offloaded weights stay on the meta device and are streamed in from disk by accelerate's hooks
     assert offloaded.hf.model.layers[1].self_attn.q_proj.weight.device.type == "meta"
     assert offloaded.hf.model.layers[0].self_attn.q_proj.weight.device.type == "cpu"
@@ -29,5 +30,6 @@ def test_patterns_and_stats_with_a_layer_offloaded_to_disk(tmp_path):
     torch.testing.assert_close(lb, la, atol=1e-5, rtol=0)
     for layer in (0, 1):
         torch.testing.assert_close(b.patterns[layer], a.patterns[layer], atol=1e-6, rtol=0)
-        torch.testing.assert_close(b.stats.rows[layer].entropy, a.stats.rows[layer].entropy, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b.stats.rows[layer].entropy, a.stats.rows[layer].entropy, atol=1e-5,
+                                   rtol=0)
     torch.testing.assert_close(b.z[1], a.z[1], atol=1e-6, rtol=0)

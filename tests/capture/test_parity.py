@@ -109,7 +109,8 @@ def test_whisper_encoder_decoder_and_cross_attention():
     encoder, cross = (p.data for p in probes)
     for layer in range(2):
         torch.testing.assert_close(rec.patterns[layer], ref.decoder_attentions[layer], atol=ATOL, rtol=0)
-        torch.testing.assert_close(encoder[("encoder", layer)], ref.encoder_attentions[layer], atol=ATOL, rtol=0)
+        torch.testing.assert_close(encoder[("encoder", layer)], ref.encoder_attentions[layer], atol=ATOL,
+                                   rtol=0)
         torch.testing.assert_close(cross[("cross", layer)], ref.cross_attentions[layer], atol=ATOL, rtol=0)
     torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=0)
 
@@ -127,9 +128,10 @@ def test_t5_relative_position_bias_and_padding():
     rows = _real_rows(batch["attention_mask"])
     for layer in range(2):
         torch.testing.assert_close(rec.patterns[layer], ref.decoder_attentions[layer], atol=ATOL, rtol=0)
-        torch.testing.assert_close(probes[0].data[("encoder", layer)] * rows, ref.encoder_attentions[layer] * rows,
-                                   atol=ATOL, rtol=0)
-        torch.testing.assert_close(probes[1].data[("cross", layer)], ref.cross_attentions[layer], atol=ATOL, rtol=0)
+        torch.testing.assert_close(probes[0].data[("encoder", layer)] * rows,
+                                   ref.encoder_attentions[layer] * rows, atol=ATOL, rtol=0)
+        torch.testing.assert_close(probes[1].data[("cross", layer)], ref.cross_attentions[layer], atol=ATOL,
+                                   rtol=0)
     torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=0)
 
 

@@ -181,7 +181,8 @@ def _probes():
 
 def _read(name, probe):
     if name == "stats":
-        return [probe.rows[1].entropy, probe.rows[1].topk_index, probe.rows[1].span_mass, probe.columns[1].total]
+        return [probe.rows[1].entropy, probe.rows[1].topk_index, probe.rows[1].span_mass,
+                probe.columns[1].total]
     return [probe.data[layer] for layer in probe.data]
 
 

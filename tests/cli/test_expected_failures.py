@@ -54,7 +54,8 @@ def test_scan_bad_settings_write_nothing_and_a_fixed_rerun_works(tiny_dir, tmp_p
     assert json.loads((out / "scan.json").read_text())["status"] == "complete"
     err = run(capsys, *base, *small_sets(), "--resume", "--dtype", "bfloat16")
     assert "--dtype float32, not bfloat16" in err and "fingerprint" not in err
-    assert main([str(a) for a in (*base, *small_sets(), "--resume", "--max-memory", "4GB")]) == 0  # budget only
+    # budget only
+    assert main([str(a) for a in (*base, *small_sets(), "--resume", "--max-memory", "4GB")]) == 0
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def broken(tiny_dir, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("kind, message", [("no-weights", "no weights"), ("truncated", "cannot read the weights"),
+@pytest.mark.parametrize("kind, message",
+                         [("no-weights", "no weights"), ("truncated", "cannot read the weights"),
                                            ("unknown-type", "does not know the model's architecture")])
 def test_broken_model_folders(broken, kind, message, capsys):
     folder = broken(kind)
@@ -101,7 +103,8 @@ def test_out_under_a_file_fails_before_any_work(tmp_path, capsys):
     assert "which is a file" in run(capsys, "saliency", "no-such-model", "--input", "hi", "--out", out)
     assert "which is a file" in run(capsys, "binding", "no-such-model", "--out", out)
     assert "which is a file" in run(capsys, "prune", "no-such-model", "--out", out)
-    assert "is a file, not a folder" in run(capsys, "saliency", "no-such-model", "--input", "hi", "--out", blocker)
+    assert "is a file, not a folder" in run(capsys, "saliency", "no-such-model", "--input", "hi", "--out",
+                                            blocker)
 
 
 def test_prune_scores_not_json(tiny_dir, tmp_path, capsys):
@@ -117,7 +120,8 @@ def test_prune_scores_not_json(tiny_dir, tmp_path, capsys):
 def test_malformed_calibration_files(tmp_path, capsys, content):
     path = tmp_path / "calibration.json"
     path.write_bytes(content)
-    err = run(capsys, "calibrate", "no-such-model", "--task", "sst2", "--calibration", path, "--out", tmp_path / "c")
+    err = run(capsys, "calibrate", "no-such-model", "--task", "sst2", "--calibration", path, "--out",
+              tmp_path / "c")
     assert "calibration" in err
 
 

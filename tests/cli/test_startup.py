@@ -1,4 +1,5 @@
-"""`interp --help` and `interp CMD --help` import neither torch nor transformers (they are what makes start-up slow)."""
+"""`interp --help` and `interp CMD --help` import neither torch nor transformers
+(they are what makes start-up slow)."""
 
 import subprocess
 import sys

@@ -62,7 +62,8 @@ def reference(w: torch.Tensor) -> torch.Tensor:
                         for b in range(w.shape[0])])
 
 
-@pytest.mark.parametrize("sinks", [(0,), (0, 5), (3,), (4, 7), ()], ids=["first", "first+5", "3", "4+7", "none"])
+@pytest.mark.parametrize("sinks", [(0,), (0, 5), (3,), (4, 7), ()],
+                         ids=["first", "first+5", "3", "4+7", "none"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_first_sink_reproduces_act(sinks, seed):
     w = causal_maps(seed, sinks=sinks, avoid=() if 0 in sinks else (0,))

@@ -152,7 +152,8 @@ def test_matches_eager_reference_on_padded_batch(spiky, stream):
             want = ref.weights[layer][:, [1, 2, 3]]
             rows = real[:, None, :, None].expand_as(pat)
             assert (pat - want)[rows].abs().max() < 1e-5
-            torch.testing.assert_close(pat.sum(-1)[:, :, real[0]][0], torch.ones_like(pat.sum(-1)[:, :, real[0]][0]))
+            torch.testing.assert_close(pat.sum(-1)[:, :, real[0]][0],
+                                       torch.ones_like(pat.sum(-1)[:, :, real[0]][0]))
 
 
 def test_kv_cached_decoding_keeps_prefill_sinks(spiky):
@@ -162,7 +163,8 @@ def test_kv_cached_decoding_keeps_prefill_sinks(spiky):
     out = run_reference(spiky, ref, **batch, use_cache=True)
     nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     mask = torch.cat([batch["attention_mask"], torch.ones_like(nxt)], 1)
-    step_ref = run_reference(spiky, ref, input_ids=nxt, attention_mask=mask, past_key_values=out.past_key_values)
+    step_ref = run_reference(spiky, ref, input_ids=nxt, attention_mask=mask,
+                             past_key_values=out.past_key_values)
     recorder = Patterns(layers=[1], heads=[0, 3])
     with calibrate(spiky, heads, probes=[recorder]):
         first = spiky(**batch, use_cache=True)

@@ -32,7 +32,8 @@ def test_matches_exhaustive_search_when_the_budget_allows_it():
         calls.append(list(heads))
         return additive(heads)
 
-    r = search_heads(score, n_layers=6, n_heads=3, config=SearchConfig(budget=40, max_heads=4), progress=False)
+    r = search_heads(score, n_layers=6, n_heads=3, config=SearchConfig(budget=40, max_heads=4),
+                     progress=False)
     candidates = [(layer, h) for layer in range(2, 5) for h in range(3)]
     best_score, best_set = exhaustive(additive, candidates, 4)
     assert sorted(r.heads) == best_set and r.score == best_score
@@ -53,7 +54,8 @@ def test_greedy_rejects_heads_that_only_help_alone():
 
 
 def test_budget_is_respected_and_layers_screened_first():
-    r = search_heads(additive, n_layers=30, n_heads=9, config=SearchConfig(budget=14, max_heads=3), progress=False)
+    r = search_heads(additive, n_layers=30, n_heads=9, config=SearchConfig(budget=14, max_heads=3),
+                     progress=False)
     assert r.evaluations <= 14
     assert any(k.endswith(":*") for k in r.screened)  # not every head fits: whole layers first
     assert r.score >= r.baseline
@@ -63,7 +65,8 @@ def test_layers_and_ties_broken_by_second_component():
     def score(heads):  # same accuracy; the second component prefers head (7, 1)
         return (0.5, 1.0 if (7, 1) in heads else 0.0)
 
-    r = search_heads(score, n_layers=10, n_heads=2, config=SearchConfig(layers=[7], budget=10), progress=False)
+    r = search_heads(score, n_layers=10, n_heads=2, config=SearchConfig(layers=[7], budget=10),
+                     progress=False)
     assert r.heads == [(7, 1)]
 
 

@@ -11,7 +11,8 @@ import torch
 MASKS = ("causal", "padded_bool", "padded_float", "alibi_float", "decode", "full")
 
 
-def make_case(mask_kind, *, batch=2, heads=4, kv_heads=2, q_len=13, k_len=None, d=16, dtype=torch.float32, seed=0):
+def make_case(mask_kind, *, batch=2, heads=4, kv_heads=2, q_len=13, k_len=None, d=16, dtype=torch.float32,
+              seed=0):
     """Random q/k/v and a mask as transformers would hand it to an attention function."""
     g = torch.Generator().manual_seed(seed)
     k_len = k_len or q_len

@@ -28,7 +28,8 @@ def test_matches_full_eager_pattern(case, eager, mask_kind, heads, kv_heads, d):
     scaling = d**-0.5
     ref = eager(q, k, mask, is_causal=causal, scaling=scaling, spans=SPANS, top_k=3)
     rows, cols, out = reference.stats(q, k, mask, scaling=scaling, is_causal=causal, spans=SPANS, top_k=3,
-                                      columns=True, value=v, chunk=5)  # 5 does not divide 17: a ragged last chunk
+                                      # 5 does not divide 17: a ragged last chunk
+                                      columns=True, value=v, chunk=5)
     check_rows(rows, ref)
     close(rows.span_mass, ref["span_mass"])
     close(rows.topk_prob, ref["topk_prob"])
@@ -58,7 +59,8 @@ def test_rows_that_see_nothing_are_finite_and_documented():
     q, k = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
     mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
     mask[..., 1, :] = False  # query 1 sees no key
-    rows, cols, _ = reference.stats(q, k, mask, scaling=1.0, is_causal=True, spans=[(0, 2)], top_k=2, columns=True)
+    rows, cols, _ = reference.stats(q, k, mask, scaling=1.0, is_causal=True, spans=[(0, 2)], top_k=2,
+                                    columns=True)
     assert rows.n_visible[0, 1] == 0
     assert (rows.argmax[:, :, 1] == -1).all() and (rows.topk_index[:, :, 1] == -1).all()
     for t in (rows.lse, rows.max_score, rows.entropy, rows.span_mass, rows.topk_prob):
@@ -153,9 +155,11 @@ def test_causal_prompt_over_a_cached_prefix(chunk):
     g = torch.Generator().manual_seed(1)
     q, k, v = torch.randn(1, 4, 7, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g)
     kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
-    s = (q @ kk.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(7, 19, dtype=torch.bool).tril(12), float("-inf"))
+    s = (q @ kk.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(7, 19, dtype=torch.bool).tril(12),
+                                                     float("-inf"))
     p = s.softmax(-1)
-    rows, cols, out = reference.stats(q, k, None, scaling=0.3, is_causal=True, columns=True, value=v, chunk=chunk)
+    rows, cols, out = reference.stats(q, k, None, scaling=0.3, is_causal=True, columns=True, value=v,
+                                      chunk=chunk)
     close(rows.lse, torch.logsumexp(s, -1))
     close(rows.entropy, -torch.special.xlogy(p, p).sum(-1))
     assert torch.equal(rows.argmax, s.argmax(-1))

@@ -11,7 +11,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.gpu]  # deselected where there is no
 SPANS = [(0, 1), (3, 7), (-2, None)]
 
 
-@pytest.mark.parametrize("mask_kind", ["causal", "padded_bool", "padded_float", "alibi_float", "decode", "full"])
+@pytest.mark.parametrize("mask_kind",
+                         ["causal", "padded_bool", "padded_float", "alibi_float", "decode", "full"])
 @pytest.mark.parametrize("chunk", [None, 1, 37, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_equals_torch_on_cuda(case, mask_kind, chunk, dtype):
@@ -31,5 +32,6 @@ def test_triton_equals_torch_on_cuda(case, mask_kind, chunk, dtype):
     torch.testing.assert_close(t_cols.total, r_cols.total, **tol)
     assert torch.equal(t_cols.count, r_cols.count)
     torch.testing.assert_close(t_out.float(), r_out.float(), **tol)
-    cols = column_stats(q, k, mask, r_rows.lse, scaling=kw["scaling"], is_causal=causal, backend="triton", chunk=chunk)
+    cols = column_stats(q, k, mask, r_rows.lse, scaling=kw["scaling"], is_causal=causal, backend="triton",
+                        chunk=chunk)
     torch.testing.assert_close(cols.total, r_cols.total, **tol)

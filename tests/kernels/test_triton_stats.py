@@ -24,7 +24,8 @@ if not INTERPRETED:  # triton was imported without the interpreter: run this fil
 
     @pytest.mark.fast
     def test_in_fresh_interpreter():
-        env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+        env = {**os.environ, "TRITON_INTERPRET": "1",
+               "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
                               env=env, capture_output=True, text=True, timeout=300,
                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

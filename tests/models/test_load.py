@@ -19,10 +19,11 @@ from interp.models import zoo
 @pytest.mark.slow
 def test_embedded_model_loads_offline_from_the_cache(monkeypatch, smollm2):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(zoo, "_download_wheel", lambda *a: pytest.fail("the cache should make a download needless"))
+    monkeypatch.setattr(zoo, "_download_wheel",
+                        lambda *a: pytest.fail("the cache should make a download needless"))
     m = interp.load("smollm2")
-    assert m.adapter.summary() == {"family": "llama", "stacks": {"decoder": 30}, "n_heads": 9, "n_kv_heads": 3,
-                                   "head_dim": 64, "d_model": 576, "n_ctx": 8192}
+    assert m.adapter.summary() == {"family": "llama", "stacks": {"decoder": 30}, "n_heads": 9,
+                                   "n_kv_heads": 3, "head_dim": 64, "d_model": 576, "n_ctx": 8192}
     for name, p in m.hf.state_dict().items():
         assert torch.equal(p, smollm2.hf.state_dict()[name]), name
 
@@ -37,7 +38,8 @@ def test_embedded_model_answers_a_needle_in_a_haystack_question(smollm2, data):
     question = f"{haystack}\n\nBased on the text above, what is the secret ingredient in Grandma's soup?"
     batch = smollm2.encode([question], chat=True)
     assert 450 <= batch["input_ids"].shape[1] <= 700
-    with interp.capture(smollm2, patterns=interp.Patterns(layers=[0], queries=-1)) as rec:  # capture must not disturb it
+    # capture must not disturb it
+    with interp.capture(smollm2, patterns=interp.Patterns(layers=[0], queries=-1)) as rec:
         out = smollm2.hf.generate(**batch, max_new_tokens=20, do_sample=False)
     answer = smollm2.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "paprika" in answer.lower(), answer
@@ -61,7 +63,8 @@ def test_unknown_hub_id_fails_fast_offline(monkeypatch):
 
 @pytest.mark.fast
 def test_unknown_architecture_lists_the_supported_families(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba",
+                                                      "architectures": ["MambaForCausalLM"]}))
     with pytest.raises(UnsupportedArchitectureError, match="mamba.*Supported"):
         interp.load(str(tmp_path))
 

@@ -15,7 +15,8 @@ from interp.resources import data_path
 SPEECH = data_path("speech")
 
 
-# ----------------------------------------------------------------------------- a CTranslate2 writer (test side)
+# ----------------------------------------------------------------------------- a CTranslate2 writer (test
+# side)
 
 
 def _ct2_variables(sd: dict[str, torch.Tensor], n_enc: int, n_dec: int, heads: int) -> dict[str, np.ndarray]:

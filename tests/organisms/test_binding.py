@@ -24,7 +24,8 @@ pytestmark = pytest.mark.fast
 @pytest.fixture(scope="module")
 def organism():
     if not (DEFAULT_DIR / "model.safetensors").exists():
-        pytest.fail(f"the organism's weights are missing from {DEFAULT_DIR}; run python -m interp.organisms.binding")
+        pytest.fail(f"the organism's weights are missing from {DEFAULT_DIR}; run python -m "
+                    "interp.organisms.binding")
     return load_organism()
 
 

@@ -25,7 +25,8 @@ CALIBRATED_HEADS = [(13, 5), (13, 0)]  # the SST-2 heads of the README's calibra
 
 @pytest.fixture(scope="session")
 def smollm2_scans(smollm2, tmp_path_factory):
-    """SmolLM2 scanned twice (heads, sinks, retrieval; small settings): plain and ACT-calibrated on 13:5, 13:0."""
+    """SmolLM2 scanned twice (heads, sinks, retrieval; small settings): plain and ACT-calibrated on 13:5,
+    13:0."""
     from interp import Calibration
     from interp.scan import run_scan
 

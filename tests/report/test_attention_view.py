@@ -40,7 +40,8 @@ def test_view_bad_input_says_what_to_do(kwargs, match):
 
 
 @pytest.mark.fast
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium: apt-get install -y chromium")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="needs Debian's chromium: apt-get install -y chromium")
 def test_hover_shades_where_a_token_attends(tmp_path):
     rec, tokens = _rec(), ["<s>", " a", " b", " a", " c"]
     page = tmp_path / "view.html"
@@ -55,11 +56,12 @@ def test_hover_shades_where_a_token_attends(tmp_path):
       document.documentElement.dataset.resources = performance.getEntriesByType('resource').length;
     }, 100));</script>"""
     page.write_text(page.read_text().replace("<head>", "<head>" + probe, 1))
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                          "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--dump-dom",
-                          page.as_uri()], check=False, capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], check=False, capture_output=True, text=True, timeout=120).stdout
     tag = re.search(r"<html[^>]*>", dom).group(0)
-    alphas = [[float(x) for x in p.split(",")] for p in re.search(r'data-alpha="([^"]*)"', tag).group(1).split(";")]
+    alphas = [[float(x) for x in p.split(",")]
+              for p in re.search(r'data-alpha="([^"]*)"', tag).group(1).split(";")]
     assert 'data-resources="0"' in tag and "token 4" in tag
     for panel, head in zip(alphas, (1, 2)):
         row = rec[4][0, head, 4]

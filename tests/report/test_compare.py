@@ -60,7 +60,8 @@ def test_compare_cli_writes_report_and_refuses_other_architectures(tiny_pair, tm
     err = capsys.readouterr().err
     assert "cannot compare scans of different architectures: n_heads 4 (" in err and ") vs 8 (other)" in err
     with pytest.raises(CompareError, match="share no analysis"):
-        compare_scans(json.loads((a / "scan.json").read_text()), {**other, "analyses": {}, "model": json.loads(
+        compare_scans(json.loads((a / "scan.json").read_text()),
+                      {**other, "analyses": {}, "model": json.loads(
             (a / "scan.json").read_text())["model"]})
 
 

@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="needs Debian's chromium: apt-get install -y chromium")
 
 # Injected first in <head>: records JS errors and every resource the page fetches on <html data-*>.
 SPY = """<script>
@@ -24,8 +25,8 @@ window.addEventListener('load', () => setTimeout(() => { const h = document.docu
 
 def _chromium(*args, timeout=120):
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=20000",
-           *args]
+           "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
+           "--virtual-time-budget=20000", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -100,7 +101,8 @@ def _drive(html: str, tmp_path, sort_key: str, card: str, filter_text: str) -> d
     page.write_text(html.replace("<head>", "<head>" + spy, 1))
     dom = _chromium("--dump-dom", page.as_uri()).stdout
     tag = re.search(r"<html[^>]*>", dom).group(0)
-    return {k.replace("data-", "").replace("-", ""): v for k, v in re.findall(r'(data-[a-z-]+)="([^"]*)"', tag)}
+    return {k.replace("data-", "").replace("-", ""): v
+            for k, v in re.findall(r'(data-[a-z-]+)="([^"]*)"', tag)}
 
 
 def _check_atlas(got: dict, doc: dict, key: str, card: str) -> None:
@@ -157,7 +159,8 @@ def _load_ms(html: str, tmp_path, runs: int = 3) -> int:
     times = []
     for _ in range(runs):
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--dump-dom", page.as_uri()]
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--dump-dom",
+               page.as_uri()]
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
         times.append(int(re.search(r'data-load="(\d+)"', dom).group(1)))
     return min(times)

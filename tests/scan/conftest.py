@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_scan.py (pytest runs with --import-mode=importlib)
+# tiny_scan.py (pytest runs with --import-mode=importlib)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_scan import save_tiny  # noqa: E402
 
 

@@ -14,10 +14,10 @@ from interp.errors import InterpError
 from interp.models.load import device_map_kwargs
 
 SETS = ["--set", "sinks.n_prompts=2", "--set", "sinks.words=30", "--set", "sinks.length=16", "--set",
-        "sinks.batch_size=2", "--set", "heads.n_random=2", "--set", "heads.half_len=8", "--set", "heads.batch_size=2",
-        "--set", "heads.text_tokens=16", "--set", "heads.n_text=2"]
-MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-       "model.layers.2": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
+        "sinks.batch_size=2", "--set", "heads.n_random=2", "--set", "heads.half_len=8", "--set",
+        "heads.batch_size=2", "--set", "heads.text_tokens=16", "--set", "heads.n_text=2"]
+MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+       "model.layers.1": "disk", "model.layers.2": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
 
 
 @pytest.mark.fast

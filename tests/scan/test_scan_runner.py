@@ -62,11 +62,12 @@ def test_killed_cli_run_resumes_to_the_same_scan_json(tiny_dir, tmp_path):
     """SIGKILL a real `interp scan` process mid-run, then `--resume`: same bytes as an uninterrupted run."""
     sets = ["--set", "heads.n_random=12", "--set", "heads.batch_size=1", "--set", "heads.half_len=12",
             "--set", "heads.text_tokens=24", "--set", "heads.n_text=2"]
-    cmd = [sys.executable, "-c", "import sys; from interp.cli import main; sys.exit(main())", "scan", str(tiny_dir),
-           "--analyses", "heads", "--quiet", "--no-report", *sets]
+    cmd = [sys.executable, "-c", "import sys; from interp.cli import main; sys.exit(main())", "scan",
+           str(tiny_dir), "--analyses", "heads", "--quiet", "--no-report", *sets]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(cmd + ["--out", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + ["--out", str(cut)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     parts = cut / "parts" / "heads"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and len(list(parts.glob("*.json"))) < 2:
@@ -90,7 +91,8 @@ def test_corrupt_scan_json_on_resume_is_a_clear_error_and_kept(tiny_dir, tmp_pat
         _scan(tiny_dir, out, resume=True)
     assert (out / "scan.json").read_text() == text[: len(text) // 2]
     (out / "scan.json").write_text(json.dumps({"schema": "interp.scan", "schema_version": 1, "model": {},
-                                               "settings": {}, "status": "running", "analyses": {"heads": 3}}))
+                                               "settings": {}, "status": "running",
+                                               "analyses": {"heads": 3}}))
     with pytest.raises(ScanFileError, match="no per-head scores"):
         _scan(tiny_dir, out, resume=True)
 

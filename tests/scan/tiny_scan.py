@@ -1,4 +1,5 @@
-"""A tiny random Llama saved with a small SmolLM2-style tokenizer, and small scan settings, for fast scan tests."""
+"""A tiny random Llama saved with a small SmolLM2-style tokenizer, and small scan settings, for fast scan
+tests."""
 
 from pathlib import Path
 

@@ -105,4 +105,5 @@ def test_bad_input_is_explained(word_tok):
         BindingTask("boxes", format="markdown")
     with pytest.raises(InterpError, match="same number of groups"):
         task = BindingTask("boxes", word_tok)
-        tokenize_prompts(word_tok, [task.sample(3, rng=random.Random(0)), task.sample(4, rng=random.Random(0))])
+        tokenize_prompts(word_tok,
+                         [task.sample(3, rng=random.Random(0)), task.sample(4, rng=random.Random(0))])

@@ -65,8 +65,10 @@ def test_needles_share_one_haystack_window_unless_asked_to_vary(tokenizer, trial
     a, b = by_id["n0-L250-d0.5"], by_id["n1-L250-d0.5"]
     start = a.needle_span[0]
     assert a.input_ids[:start] == b.input_ids[:start]  # the same text before the needle: a reusable prefix
-    varied = build_trials(tokenizer, NiahConfig(lengths=(250,), depths=(0.5,), needles=NEEDLES[:2], vary_window=True))
-    head = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True))  # template tokens
+    varied = build_trials(tokenizer,
+                          NiahConfig(lengths=(250,), depths=(0.5,), needles=NEEDLES[:2], vary_window=True))
+    # template tokens
+    head = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True))
     assert varied[0].input_ids[head:start] != varied[1].input_ids[head:start]
 
 

@@ -28,7 +28,8 @@ def test_reads_labels_words_and_splits(tmp_path):
     assert sorted(d.label for d in split.demos) == [0, 1]  # balanced
     assert {e.text for e in split.test} == {f"test {i}" for i in range(5)}
     assert not {e.text for e in split.dev} & {e.text for e in split.demos}
-    assert split.task.prompt(split.demos, split.test[0]).endswith("Review: " + split.test[0].text + "\nSentiment:")
+    assert split.task.prompt(split.demos, split.test[0]).endswith("Review: " + split.test[0].text
+                                                                  + "\nSentiment:")
 
 
 def test_rows_without_a_split_are_halved_by_a_fixed_seed(tmp_path):

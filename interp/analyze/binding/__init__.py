@@ -40,7 +40,8 @@ from interp.analyze.binding.sweep import LABELS, Sweep, outcome_labels, share_in
 
 __all__ = [
     "LABELS", "SUBSETS", "TERMS", "BindingConfig", "BindingResult", "MixingData", "MixingModel", "Sweep",
-    "TermComparison", "analyze_binding", "choose_read_layer", "compare_terms", "decoder_layers", "fit_at_layer",
-    "fit_mixing_model", "js_divergence", "outcome_labels", "patched_logits", "patched_logits_nnsight",
-    "residual_patch", "residuals", "share_interval", "shares", "sweep", "uniform_score",
+    "TermComparison", "analyze_binding", "choose_read_layer", "compare_terms", "decoder_layers",
+    "fit_at_layer", "fit_mixing_model", "js_divergence", "outcome_labels", "patched_logits",
+    "patched_logits_nnsight", "residual_patch", "residuals", "share_interval", "shares", "sweep",
+    "uniform_score",
 ]

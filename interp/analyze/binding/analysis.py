@@ -88,7 +88,8 @@ class BindingResult:
 
     def shares_table(self) -> str:
         """Markdown: share [95% Wilson interval] per label, patched at the read layer beside unpatched."""
-        lines = ["| n | pairs | prediction | " + " | ".join(LABELS) + " |", "|---|---|---|" + "---|" * len(LABELS)]
+        lines = ["| n | pairs | prediction | " + " | ".join(LABELS) + " |",
+                 "|---|---|---|" + "---|" * len(LABELS)]
         for n, s in self.sweeps.items():
             for name, layer in ((f"patched L{self.read_layer}", self.read_layer), ("unpatched", None)):
                 sh, ci = s.shares(layer), s.intervals(layer)
@@ -101,8 +102,8 @@ class BindingResult:
         lines = [f"### {self.config.template} / {self.config.format}", "", self.accuracy.table(), "",
                  (f"Binding read at layer {self.read_layer} (largest gain of the positional + lexical share "
                   "over the unpatched labels)."), "", self.shares_table(), "",
-                 ("Shares by positional group p at the read layer, 95% Wilson intervals (unpatched positional "
-                  "share last):"), ""]
+                 ("Shares by positional group p at the read layer, 95% Wilson intervals (unpatched "
+                  "positional share last):"), ""]
         for n, s in self.sweeps.items():
             lines += [f"| n={n}, p | pairs | positional | lexical | reflexive | unpatched positional |",
                       "|---|---|---|---|---|---|"]
@@ -110,13 +111,15 @@ class BindingResult:
             for p in range(n):
                 idx = [i for i, cf in enumerate(s.pairs) if cf.positional == p]
                 cells = [_share_cell([labs[i] for i in idx], k) for labs, k in
-                         ((labels, "positional"), (labels, "lexical"), (labels, "reflexive"), (base, "positional"))]
+                         ((labels, "positional"), (labels, "lexical"), (labels, "reflexive"),
+                          (base, "positional"))]
                 lines.append(f"| {p} | {len(idx)} | " + " | ".join(cells) + " |")
             lines.append("")
         if self.terms is not None:
             lines += [(f"Mixing model at layer {self.fit['layer']}, every subset of its terms fitted on "
                            f"{self.terms.n_train} prompts, scored on {self.terms.n_heldout} held-out prompts "
-                           f"(bold: the fewest terms not clearly 0.01 below the best):"), "", self.terms.table()]
+                           f"(bold: the fewest terms not clearly 0.01 below the best):"), "",
+                           self.terms.table()]
         return "\n".join(lines)
 
     def figures(self) -> dict:
@@ -192,7 +195,8 @@ def analyze_binding(model, tokenizer, config: BindingConfig | None = None, *,
     return result
 
 
-def split(sweeps: dict[int, Sweep], layer: int, train_fraction: float, seed: int) -> tuple[MixingData, MixingData]:
+def split(sweeps: dict[int, Sweep], layer: int, train_fraction: float,
+          seed: int) -> tuple[MixingData, MixingData]:
     """Pool every n's patched distributions at `layer` and split them at random into train / held-out."""
     width = max(sweeps)
     data = [s.mixing_data(layer, width) for s in sweeps.values()]

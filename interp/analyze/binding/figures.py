@@ -24,7 +24,8 @@ def sweep_figure(result) -> go.Figure:
         s = result.sweeps[n]
         for label, colour in COLOURS.items():
             fig.add_trace(go.Scatter(x=s.layers, y=[s.shares(layer)[label] for layer in s.layers], name=label,
-                                     line={"color": colour}, legendgroup=label, showlegend=col == 1), row=1, col=col)
+                                     line={"color": colour}, legendgroup=label, showlegend=col == 1), row=1,
+                                     col=col)
         fig.add_vline(x=result.read_layer, line_dash="dot", row=1, col=col)
     fig.update_layout(title="Interchange at the last token: outcome share by patched layer",
                       yaxis_title="share of prompts", height=380)
@@ -41,10 +42,11 @@ def position_figure(result) -> go.Figure:
         patched, base = s.by_position(result.read_layer), s.by_position(None)
         for label, colour in COLOURS.items():
             fig.add_trace(go.Scatter(x=list(range(n)), y=[p[label] for p in patched], name=label,
-                                     line={"color": colour}, legendgroup=label, showlegend=col == 1), row=1, col=col)
-            fig.add_trace(go.Scatter(x=list(range(n)), y=[p[label] for p in base], name=f"{label} (unpatched)",
-                                     line={"color": colour, "dash": "dash"}, legendgroup=label, showlegend=False,
-                                     opacity=0.5), row=1, col=col)
+                                     line={"color": colour}, legendgroup=label, showlegend=col == 1), row=1,
+                                     col=col)
+            fig.add_trace(go.Scatter(x=list(range(n)), y=[p[label] for p in base],
+                                     name=f"{label} (unpatched)", line={"color": colour, "dash": "dash"},
+                                     legendgroup=label, showlegend=False, opacity=0.5), row=1, col=col)
     fig.update_layout(title=f"Outcome shares by positional group, layer {result.read_layer} "
                             "(dashed: same labels on the unpatched prediction)", height=380)
     fig.update_xaxes(title_text="group the positional mechanism points to")
@@ -66,8 +68,8 @@ def fit_figure(result) -> go.Figure:
                              marker_color="#444", showlegend=p == 0), row=1, col=p + 1)
         fig.add_trace(go.Bar(x=list(range(n)), y=pred[rows].mean(0).tolist(), name="mixing model",
                              marker_color="#1f77b4", showlegend=p == 0), row=1, col=p + 1)
-    fig.update_layout(title=f"n = {n}, layer {result.read_layer}: mean candidate distribution, observed vs model "
-                            "(all three terms, fitted on these prompts)", barmode="group", height=320)
+    fig.update_layout(title=f"n = {n}, layer {result.read_layer}: mean candidate distribution, observed vs "
+                            "model (all three terms, fitted on these prompts)", barmode="group", height=320)
     return fig
 
 

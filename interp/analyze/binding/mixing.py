@@ -38,8 +38,8 @@ from torch import Tensor
 
 from interp.errors import InterpError
 
-__all__ = ["SUBSETS", "TERMS", "MixingData", "MixingModel", "TermComparison", "compare_terms", "fit_mixing_model",
-           "js_divergence", "uniform_score"]
+__all__ = ["SUBSETS", "TERMS", "MixingData", "MixingModel", "TermComparison", "compare_terms",
+           "fit_mixing_model", "js_divergence", "uniform_score"]
 
 TERMS = ("positional", "lexical", "reflexive")
 SUBSETS: tuple[tuple[str, ...], ...] = tuple(c for k in range(4) for c in itertools.combinations(TERMS, k))
@@ -93,7 +93,8 @@ def js_divergence(p: Float[Tensor, "batch group"], q: Float[Tensor, "batch group
     m = 0.5 * (p + q)
 
     def kl(a: Tensor) -> Tensor:
-        return torch.where(a > 0, a * (torch.log(a.clamp_min(1e-30)) - torch.log(m.clamp_min(1e-30))), 0.0).sum(-1)
+        log_ratio = torch.log(a.clamp_min(1e-30)) - torch.log(m.clamp_min(1e-30))
+        return torch.where(a > 0, a * log_ratio, 0.0).sum(-1)
 
     return (0.5 * kl(p) + 0.5 * kl(q)) / math.log(2)
 
@@ -110,8 +111,10 @@ class MixingModel(torch.nn.Module):
         on = {t: t in self.terms for t in TERMS}
         self.w_pos = torch.nn.Parameter(torch.tensor(4.0 if on["positional"] else 0.0),
                                         requires_grad=on["positional"])
-        self.w_lex = torch.nn.Parameter(torch.tensor(1.0 if on["lexical"] else 0.0), requires_grad=on["lexical"])
-        self.w_ref = torch.nn.Parameter(torch.tensor(1.0 if on["reflexive"] else 0.0), requires_grad=on["reflexive"])
+        self.w_lex = torch.nn.Parameter(torch.tensor(1.0 if on["lexical"] else 0.0),
+                                        requires_grad=on["lexical"])
+        self.w_ref = torch.nn.Parameter(torch.tensor(1.0 if on["reflexive"] else 0.0),
+                                        requires_grad=on["reflexive"])
         self.sigma_coef = torch.nn.Parameter(torch.tensor([0.0, 0.0, 0.0]),  # softplus(a + b x + c x^2)
                                              requires_grad=on["positional"])
 
@@ -158,8 +161,8 @@ def uniform_score(data: MixingData) -> float:
     return float(1 - js_divergence(uniform, data.probs, data.mask).mean())
 
 
-def fit_mixing_model(data: MixingData, kind: str | tuple[str, ...] = "full", *, steps: int = 400, lr: float = 0.05,
-                     restarts: int = 3, seed: int = 0) -> MixingModel:
+def fit_mixing_model(data: MixingData, kind: str | tuple[str, ...] = "full", *, steps: int = 400,
+                     lr: float = 0.05, restarts: int = 3, seed: int = 0) -> MixingModel:
     """Fit by Adam on the mean JS divergence; the best of `restarts` random initialisations wins.
 
     >>> # model = fit_mixing_model(train); model.score(heldout)
@@ -174,7 +177,8 @@ def fit_mixing_model(data: MixingData, kind: str | tuple[str, ...] = "full", *, 
         torch.set_num_threads(threads)
 
 
-def _fit(data: MixingData, kind: str | tuple[str, ...], steps: int, lr: float, restarts: int, seed: int) -> MixingModel:
+def _fit(data: MixingData, kind: str | tuple[str, ...], steps: int, lr: float, restarts: int,
+         seed: int) -> MixingModel:
     gen = torch.Generator().manual_seed(seed)
     if not _terms(kind):
         return MixingModel(())  # uniform: nothing to fit
@@ -270,7 +274,8 @@ def compare_terms(train: MixingData, heldout: MixingData, *, seed: int = 0, step
     for term in TERMS:
         rest = subset_name(tuple(t for t in TERMS if t != term))
         mean, low, high = _bootstrap(per_prompt[full] - per_prompt[rest], seed, resamples)
-        drop[term] = {"mean": mean, "low": low, "high": high, "significant": low > 0, "earns_place": low > min_gain}
+        drop[term] = {"mean": mean, "low": low, "high": high, "significant": low > 0,
+                      "earns_place": low > min_gain}
     best = max(rows, key=lambda k: rows[k]["heldout"])
     ok = [k for k in rows
           if k == best or _bootstrap(per_prompt[best] - per_prompt[k], seed, resamples)[1] <= min_gain]

@@ -84,7 +84,8 @@ def residuals(model, batch: dict[str, Tensor], layers: list[int], *, with_logits
     layers = [m.adapter.check_layer(layer, m.adapter.main_stack) for layer in layers]
     with capture(m, resid_pre=layers) as rec:
         out = m.hf(**batch, position_ids=position_ids(batch["attention_mask"]), use_cache=False)
-    resid: Float[Tensor, "layer batch d_model"] = torch.stack([rec.resid_pre[layer][:, -1] for layer in layers])
+    resid: Float[Tensor, "layer batch d_model"] = torch.stack([rec.resid_pre[layer][:, -1]
+                                                               for layer in layers])
     return (resid, out.logits[:, -1].float()) if with_logits else resid
 
 
@@ -123,7 +124,8 @@ def patched_logits(model, batch: dict[str, Tensor], source: Float[Tensor, "layer
             out.append(m.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
                        .logits[:, -1].float())
         return torch.stack(out)
-    cache = m.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True).cache
+    cache = m.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                 use_cache=True).cache
     for i, layer in enumerate(layers + [None] * unpatched):
         with patched(layer, source[i]) if layer is not None else nullcontext():
             logits = m.hf(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],

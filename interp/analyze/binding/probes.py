@@ -128,8 +128,8 @@ def key_conflict(model, tokenizer, task: BindingTask, *, n: int = 8, count: int 
 
 
 @torch.no_grad()
-def key_knockout(model, tokenizer, task: BindingTask, *, layer: int, n: int = 8, count: int = 200, seed: int = 0,
-                 batch_size: int = 100) -> dict[str, float]:
+def key_knockout(model, tokenizer, task: BindingTask, *, layer: int, n: int = 8, count: int = 200,
+                 seed: int = 0, batch_size: int = 100) -> dict[str, float]:
     """Accuracy over the n candidates with no knockout and with each site's key hidden at `layer`."""
     rng = random.Random(seed)
     m = as_model(model, tokenizer)

@@ -83,7 +83,8 @@ class Sweep:
     def by_position(self, layer: int | None) -> list[dict[str, float]]:
         """Outcome shares grouped by the group the positional mechanism points to."""
         labels = self.labels(layer)
-        return [shares([lab for lab, cf in zip(labels, self.pairs) if cf.positional == p]) for p in range(self.n)]
+        return [shares([lab for lab, cf in zip(labels, self.pairs) if cf.positional == p])
+                for p in range(self.n)]
 
     def mixing_data(self, layer: int, width: int) -> MixingData:
         probs = torch.zeros(len(self.pairs), width)
