@@ -203,8 +203,8 @@ def gpu_table(sizes: list[int]) -> str:
         for n in sizes:
             q = torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
             k, v = (torch.randn(1, kv, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-            sdpa = timed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                              enable_gqa=True))
+            sdpa = timed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=True))
             rows = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5,
                                                                 is_causal=True, spans=[(0, 4)]))
             both = timed(lambda q=q, k=k, v=v, d=d: fused_stats(q, k, v, None, scaling=d**-0.5,

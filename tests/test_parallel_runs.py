@@ -73,7 +73,8 @@ def test_scan_two_ranks_equals_one_and_a_killed_run_resumes(tiny, tmp_path):
     proc = subprocess.Popen(interp_cmd("scan", tiny, "--out", out, *SCAN), env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not list((out / "parts" / "sinks").glob("*.json")) and time.time() < deadline and proc.poll() is None:
+    parts = out / "parts" / "sinks"
+    while not list(parts.glob("*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -95,8 +96,8 @@ def test_analyzers_two_ranks_equal_one_and_bad_setups_fail(tiny, tmp_path):
     assert two["search"]["evaluations"] == 8 and len(two["prune"]["rows"]) == 4
     # rank 0 alone wrote the checkpoint: one line per trial, the same trials as one process
     lines = (tmp_path / "two.jsonl").read_text().splitlines()
-    assert sorted(json.loads(x)["id"] for x in lines) == sorted(json.loads(x)["id"] for x in
-                                                                 (tmp_path / "alone.jsonl").read_text().splitlines())
+    alone = (tmp_path / "alone.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(json.loads(x)["id"] for x in alone)
     assert "2 ranks but only 1 work units" in bad["work"] and "ranks [1]" in bad["same"]
 
 

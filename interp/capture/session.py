@@ -121,8 +121,12 @@ def capture(
         named = {n: tl_probe(n, s) for n, s in specs.items()}
     else:
         named = {n: _probe_for(n, s) for n, s in specs.items()}
-    stats = Stats() if stats is True else Stats(layers=list(stats)) if isinstance(stats, (list, tuple, range)) \
-        else stats or None
+    if stats is True:
+        stats = Stats()
+    elif isinstance(stats, (list, tuple, range)):
+        stats = Stats(layers=list(stats))
+    else:
+        stats = stats or None
     all_probes = [p for p in [*named.values(), stats] if p is not None] + list(edits) + list(probes)
     if max_memory is not None:
         all_probes.append(MemoryBudget(max_memory, all_probes))

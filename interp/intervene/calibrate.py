@@ -16,7 +16,8 @@ A row whose whole mass sits on sinks (R = 0) is left as it was.
     >>> cal = Calibration(heads=[(5, 2), (9, 0)], beta=0.4, tau=0.1)           # doctest: +SKIP
     >>> with calibrate(m, cal):                                                 # doctest: +SKIP
     ...     out = m.hf.generate(**m.encode(["Review: great fun.\\nSentiment:"]), max_new_tokens=3)
-    >>> cal.save("sst2.calibration.json"); Calibration.load("sst2.calibration.json").check(m)  # doctest: +SKIP
+    >>> cal.save("sst2.calibration.json")                                      # doctest: +SKIP
+    >>> Calibration.load("sst2.calibration.json").check(m)                     # doctest: +SKIP
 
 Batched, left-padded inputs are exact: padding keys are seen by no query, so they are never sinks
 and get no mass. KV-cached generation follows the *prefill rule*: sinks are found once, on the

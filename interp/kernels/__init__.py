@@ -85,8 +85,8 @@ def triton_usable(device: torch.device) -> bool:
 def pick_backend(backend: str, device: torch.device, top_k: int = 0, sinks: bool = False) -> str:
     if backend == "auto":
         opted_in = os.environ.get(OPT_IN) == "1"
-        return "triton" if opted_in and device.type == "cuda" and triton_usable(device) and not (top_k or sinks) \
-            else "torch"
+        fused = opted_in and device.type == "cuda" and triton_usable(device) and not (top_k or sinks)
+        return "triton" if fused else "torch"
     if backend not in BACKENDS:
         raise InterpError(f"unknown stats backend {backend!r}; choose one of {sorted(BACKENDS)} or 'auto'.")
     if backend == "triton" and not triton_usable(device):

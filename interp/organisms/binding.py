@@ -237,8 +237,8 @@ def _train(cfg: OrganismConfig, out: Path | None, *, progress: bool, init: Path 
                 nxt = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], 1)
                 real = (ids != 0) & (nxt != 0) & (labels == -100)  # not padding, not an answer position
                 lm = torch.where(real, nxt, -100)
-                loss = loss + cfg.lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1),
-                                                                                lm.flatten())
+                lm_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), lm.flatten())
+                loss = loss + cfg.lm_weight * lm_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

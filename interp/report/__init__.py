@@ -4,7 +4,7 @@ the token-level attention view, PNG/SVG exports, and the comparison of two scans
     >>> from interp.report import render_html, export_figures, attention_view   # doctest: +SKIP
     >>> doc = interp.scan.load_scan("runs/smollm2")                      # doctest: +SKIP
     >>> export_figures(doc, "runs/smollm2/figures", formats=("png", "svg"))   # doctest: +SKIP
-    >>> attention_view(rec, 18, [6, 7], tokens)                          # in Jupyter: hover a token  # doctest: +SKIP
+    >>> attention_view(rec, 18, [6, 7], tokens)        # in Jupyter: hover a token  # doctest: +SKIP
 """
 
 from interp.report.atlas import Atlas, atlas, spearman_matrix

@@ -6,7 +6,7 @@ output (`_repr_html_`), inside `report.html` (the head cards) and as a static pa
     >>> with interp.capture(m, patterns=[17, 18]) as rec:                        # doctest: +SKIP
     ...     m(**m.encode([text]))
     >>> tokens = [m.tokenizer.decode([t]) for t in m.encode([text])["input_ids"][0]]   # doctest: +SKIP
-    >>> attention_view(rec, [17, 18], [3, 6], tokens)       # heads 17.3 and 18.6 side by side  # doctest: +SKIP
+    >>> attention_view(rec, [17, 18], [3, 6], tokens)   # heads 17.3 and 18.6 side by side  # doctest: +SKIP
     >>> attention_view(rec, 18, 6, tokens).save("head-18-6.html")                            # doctest: +SKIP
 
 Size: the patterns go into the page as JSON, `heads x n x n` numbers at 4 decimals (~5 bytes

@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from interp.axes import head_label
 from interp.errors import InterpError
 from interp.report.atlas import atlas
 
@@ -194,25 +195,32 @@ def render_compare(diff: dict) -> str:
     roles = "".join(f"<tr><td>{_esc(r['head'])}</td><td>{_esc(', '.join(r['gained']))}</td>"
                     f"<td>{_esc(', '.join(r['lost']))}</td></tr>" for r in diff["roles"])
     notes = "".join(f"<li>{_esc(n)}</li>" for n in diff["notes"])
-    cal = "".join(f"<li>{_esc(n)}: "
-                  f"{'calibrated heads ' + ', '.join(f'{x}:{y}' for x, y in c['heads']) if c else 'no calibration'}</li>" for n, c in diff["calibration"])
+    def calibration(c) -> str:
+        return "calibrated heads " + ", ".join(head_label(*h) for h in c["heads"]) if c else "no calibration"
+
+    cal = "".join(f"<li>{_esc(n)}: {calibration(c)}</li>" for n, c in diff["calibration"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>interp compare: {_esc(a)} vs {_esc(b)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222}}
-table{{border-collapse:collapse;font-size:13px}} td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{padding:2px 8px;border-bottom:1px solid
+#eee;text-align:left}}
 .note{{color:#666;font-size:13px}}</style>
 <script>{get_plotlyjs()}</script></head><body>
 <h1>interp compare</h1>
-<p>A = <b>{_esc(a)}</b> ({_esc(diff['models'][0])}), B = <b>{_esc(b)}</b> ({_esc(diff['models'][1])}); differences are
+<p>A = <b>{_esc(a)}</b> ({_esc(diff['models'][0])}), B = <b>{_esc(b)}</b> ({_esc(diff['models'][1])});
+differences are
 B - A, over the analyses both scans hold: {_esc(', '.join(diff['analyses']))}.</p>
 <ul class="note">{cal}{notes}</ul>
 <h2>Summary numbers</h2>
-<p class="note">95% CI: percentile bootstrap of the paired per-trial difference (where the analysis keeps per-trial
+<p class="note">95% CI: percentile bootstrap of the paired per-trial difference (where the analysis keeps
+per-trial
 data; see docs/report.md).</p>
-<table id="summary"><thead><tr><th>analysis</th><th>number</th><th>A</th><th>B</th><th>B - A</th><th>95% CI</th></tr>
+<table id="summary"><thead><tr><th>analysis</th><th>number</th><th>A</th><th>B</th><th>B - A</th><th>95%
+CI</th></tr>
 </thead><tbody>{summ}</tbody></table>
 <h2>Heads that gained or lost a role</h2>
-<table id="roles"><thead><tr><th>head</th><th>gained</th><th>lost</th></tr></thead><tbody>{roles}</tbody></table>
+<table
+id="roles"><thead><tr><th>head</th><th>gained</th><th>lost</th></tr></thead><tbody>{roles}</tbody></table>
 {'' if roles else "<p class='note'>None.</p>"}
 <h2>Per-head differences</h2>
 {''.join(figs)}

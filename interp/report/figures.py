@@ -15,8 +15,8 @@ _COLORSCALE = "Viridis"
 def heatmap(name: str, result: dict) -> go.Figure:
     """Layer (rows) x head (columns) heatmap of every metric of one analysis, primary metric shown first."""
     metrics = result["metrics"]
-    order = [result["primary"]] + [m for m in metrics if m != result["primary"]] if result["primary"] in metrics \
-        else list(metrics)
+    primary = result["primary"]
+    order = [primary] + [m for m in metrics if m != primary] if primary in metrics else list(metrics)
     fig = go.Figure()
     for i, key in enumerate(order):
         m = metrics[key]

@@ -29,15 +29,19 @@ from interp.report.measured import DOCS, measured
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;color:#222}
 h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd} h3{font-size:15px}
-table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px;border-bottom:1px solid #eee;text-align:left}
-th.sortable{cursor:pointer;user-select:none;position:sticky;top:0;background:#fafafa} th.sortable:hover{background:#eee}
+table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px;border-bottom:1px solid
+#eee;text-align:left}
+th.sortable{cursor:pointer;user-select:none;position:sticky;top:0;background:#fafafa}
+th.sortable:hover{background:#eee}
 th[data-order=desc]::after{content:' \\25BC'} th[data-order=asc]::after{content:' \\25B2'}
-#atlas tbody tr{cursor:pointer} #atlas tbody tr:hover{background:#f4f8fc} #atlas tbody tr.sel{outline:2px solid #1f77b4}
+#atlas tbody tr{cursor:pointer} #atlas tbody tr:hover{background:#f4f8fc} #atlas tbody tr.sel{outline:2px
+solid #1f77b4}
 #atlas td.n{text-align:right;font-variant-numeric:tabular-nums}
 .meta td:first-child{color:#666} .note{color:#666;font-size:13px} .scroll{max-height:520px;overflow:auto}
 .card{border:1px solid #ccc;border-radius:6px;padding:10px 14px;margin:12px 0;background:#fcfcfc}
 .measured{font-size:13px;margin:4px 0 8px 0} .measured li{margin:1px 0}
-#corr-table td{text-align:center;cursor:pointer;min-width:34px} #corr-table th{font-weight:normal;font-size:11px}
+#corr-table td{text-align:center;cursor:pointer;min-width:34px} #corr-table
+th{font-weight:normal;font-size:11px}
 """
 
 _ABBREV = {"previous_token": "prev", "duplicate_token": "dup", "induction": "ind",
@@ -142,8 +146,8 @@ def _corr(a: Atlas) -> tuple[str, dict]:
                                           else f"background:rgba(214,39,40,{abs(r) * 0.7:.2f})")
             cells.append(f"<td data-x='{_esc(keys[j])}' data-y='{_esc(keys[i])}' style='{color}' "
                          f"title='{_esc(keys[i])} vs {_esc(keys[j])}'>{'' if r is None else f'{r:.2f}'}</td>")
-        rows.append("<tr><th "
-                    f"title='{_esc(c.key)}'>{_esc(_ABBREV.get(c.metric, c.metric))}</th>{''.join(cells)}</tr>")
+        name = _esc(_ABBREV.get(c.metric, c.metric))
+        rows.append(f"<tr><th title='{_esc(c.key)}'>{name}</th>{''.join(cells)}</tr>")
     pick = [k for k in ("heads.induction", "retrieval.retrieval") if k in keys]
     x0, y0 = (pick + keys[:2])[:2] if len(pick) < 2 else pick
     options = "".join(f"<option value='{_esc(k)}'>{_esc(k)}</option>" for k in keys)
@@ -212,8 +216,10 @@ const FIGS = {script_json(figs)};</script>
 <h1>interp scan: {_esc(name)}</h1>
 {_meta_table(doc)}
 <h2>Head atlas</h2>
-<p class="note">One row per head ({len(a.labels)}), every per-head score of this scan. Click a column header to
-sort (first click: highest first), a row for the head's card. A head takes a metric's role when its score is above
+<p class="note">One row per head ({len(a.labels)}), every per-head score of this scan. Click a column
+header to
+sort (first click: highest first), a row for the head's card. A head takes a metric's role when its score
+is above
 the metric's threshold (hover a header for the metric and threshold; see {_doc_link('atlas')}).</p>
 {_card(doc)}
 {_atlas_table(a) if a.columns else "<p class='note'>No per-head analysis finished yet.</p>"}

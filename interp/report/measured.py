@@ -1,7 +1,8 @@
 """What each scan section measured: its settings, its trial counts, and 95% intervals of its summary numbers.
 
-    >>> lines = measured("retrieval", doc["analyses"]["retrieval"], doc["settings"]["config"]["retrieval"])  # doctest: +SKIP
-    >>> lines[1]                                                                                          # doctest: +SKIP
+    >>> config = doc["settings"]["config"]["retrieval"]                     # doctest: +SKIP
+    >>> lines = measured("retrieval", doc["analyses"]["retrieval"], config)  # doctest: +SKIP
+    >>> lines[1]                                                             # doctest: +SKIP
     'recalled 9/12 NIAH trials (75.0%, 95% CI 46.8-91.1%, Wilson)'
 
 Proportions of independent trials get Wilson intervals (scipy `binomtest`); means over prompts

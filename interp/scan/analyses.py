@@ -245,9 +245,8 @@ class BindingScan:
 
 
 @register("binding", BindingScan,
-          "binding mechanisms: positional / lexical / reflexive share of residual patching " "per layer "
-                                                                                             "(per-layer, "
-                                                                                             "not per-head)")
+          "binding mechanisms: positional / lexical / reflexive share of residual patching per layer "
+          "(per-layer, not per-head)")
 def binding(model, config: BindingScan, ctx: Context) -> AnalysisResult:
     # lazy: start-up (an analysis imports its analyzer when it runs)
     from interp.analyze.binding import LABELS, BindingConfig, analyze_binding

@@ -64,8 +64,8 @@ class Task:
     input_prefix: str  # e.g. "Review: "
     answer_prefix: str  # e.g. "Sentiment:"
     instruction: str = ""
-    read: Callable[[Path], tuple[list[Example], list[Example]]] = field(default=None, repr=False,
-                                                                        compare=False)
+    read: Callable[[Path], tuple[list[Example], list[Example]]] = field(
+        default=None, repr=False, compare=False)
     # a task read from its own file (`interp.tasks.task_file`), not from `data_dir`
     source: Path | None = None
 
@@ -117,12 +117,8 @@ TASKS: dict[str, Task] = {
                                "and Technology.", read=_read_agnews),
     "trec": Task("trec", ("Number", "Location", "Person", "Description", "Entity", "Abbreviation"),
                  "Question: ", "Answer Type:",
-                 instruction="Classify the questions based on whether their answer type is a " "Number, "
-                                                                                               "Location, "
-                                                                                               "Person, "
-                                                                                               "Description, "
-                                                                                               "Entity, or "
-                                                                                               "Abbreviation.", read=_read_trec),
+                 instruction="Classify the questions based on whether their answer type is a Number, "
+                             "Location, Person, Description, Entity, or Abbreviation.", read=_read_trec),
 }
 
 

@@ -35,7 +35,8 @@ from interp.tasks.binding import BindingTask, tokenize_prompts
 def tiny():
     torch.manual_seed(0)
     tok = build_tokenizer()
-    model = build_model(OrganismConfig(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_mlp=64), len(tok)).eval()
+    config = OrganismConfig(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_mlp=64)
+    model = build_model(config, len(tok)).eval()
     task = BindingTask("boxes", tok)
     pairs = [task.counterfactual(5, rng=random.Random(i)) for i in range(4)]
     orig = tokenize_prompts(tok, [p.original for p in pairs]).batch()

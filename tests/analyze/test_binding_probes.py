@@ -57,7 +57,8 @@ def test_key_positions_point_at_the_key_token():
     pos = key_positions(tok, prompts, tp.input_ids)
     for b, p in enumerate(prompts):
         words = tok.convert_ids_to_tokens(tp.input_ids[b].tolist())
-        assert [words[int(pos[s][b])] for s in ("context", "question", "restatement")] == [p.keys[p.query]] * 3
+        found = [words[int(pos[s][b])] for s in ("context", "question", "restatement")]
+        assert found == [p.keys[p.query]] * 3
         assert pos["context"][b] < pos["question"][b] < pos["restatement"][b] == len(words) - 4  # "in box"
 
 
@@ -65,7 +66,8 @@ def test_key_positions_point_at_the_key_token():
 def test_knockout_equals_a_mask_that_hides_the_key_from_the_last_query():
     torch.manual_seed(0)
     tok = build_tokenizer()
-    model = build_model(OrganismConfig(d_model=32, n_layers=1, n_heads=4, n_kv_heads=2, d_mlp=64), len(tok)).eval()
+    config = OrganismConfig(d_model=32, n_layers=1, n_heads=4, n_kv_heads=2, d_mlp=64)
+    model = build_model(config, len(tok)).eval()
     task = BindingTask("foods", tok)
     prompts = [task.sample(4, rng=random.Random(i)) for i in range(3)]
     tp = tokenize_prompts(tok, prompts)  # same n: one length here (word-level tokens)

@@ -48,7 +48,8 @@ def test_patterns_equal_eager_during_kv_cached_generation(family):
     for step, step_attentions in enumerate(ref.attentions):
         for layer, expected in enumerate(step_attentions):
             got = rec.patterns.steps(layer)[step]
-            rows = _real_rows(torch.cat([mask, torch.ones(len(mask), step, dtype=mask.dtype)], 1)[:, -got.shape[2]:])
+            grown = torch.cat([mask, torch.ones(len(mask), step, dtype=mask.dtype)], 1)
+            rows = _real_rows(grown[:, -got.shape[2]:])
             torch.testing.assert_close(got * rows, expected * rows, atol=ATOL, rtol=0)
     # the concatenated view is the attention of the whole sequence, on the absolute key axis
     full = rec.patterns[0]
@@ -70,7 +71,8 @@ def test_z_reproduces_the_output_projection():
     model = tiny_model("llama")
     batch = padded_batch()
     outputs = {}
-    handle = model.model.layers[1].self_attn.o_proj.register_forward_hook(lambda m, i, o: outputs.setdefault(1, o))
+    o_proj = model.model.layers[1].self_attn.o_proj
+    handle = o_proj.register_forward_hook(lambda m, i, o: outputs.setdefault(1, o))
     try:
         with interp.capture(model, z=[1]) as rec:
             model(**batch)

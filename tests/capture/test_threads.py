@@ -43,7 +43,8 @@ def _run_threads(*targets, timeout: float = 120):
 def _capture_once(model, batch, layer):
     with interp.capture(model, patterns=[layer], resid_pre=[layer]) as rec:
         model(**batch)
-    return rec.n_forward, rec.patterns[layer], rec.resid_pre[layer], sorted(rec.patterns), sorted(rec.resid_pre)
+    return (rec.n_forward, rec.patterns[layer], rec.resid_pre[layer], sorted(rec.patterns),
+            sorted(rec.resid_pre))
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -51,7 +51,8 @@ class Reference:
             s = s + attention_mask[..., :k_len].float()
             visible = attention_mask[:, 0, :, :k_len] > -1e30
         else:
-            visible = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)[None].expand(s.shape[0], -1, -1)
+            causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+            visible = causal[None].expand(s.shape[0], -1, -1)
         w = torch.softmax(s, -1) * visible[:, None]  # padding query rows: zeros
         prefill = k_len == q_len
         for b in range(w.shape[0]):

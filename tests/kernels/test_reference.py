@@ -153,7 +153,8 @@ def test_learned_sinks_take_mass_like_gpt_oss_eager(case, mask_kind):
 def test_causal_prompt_over_a_cached_prefix(chunk):
     """mask None, 7 new queries over 19 keys (12 cached): query i sees keys 0..12 + i (the triangle path)."""
     g = torch.Generator().manual_seed(1)
-    q, k, v = torch.randn(1, 4, 7, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g)
+    q = torch.randn(1, 4, 7, 8, generator=g)
+    k, v = torch.randn(1, 2, 19, 8, generator=g), torch.randn(1, 2, 19, 8, generator=g)
     kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
     s = (q @ kk.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(7, 19, dtype=torch.bool).tril(12),
                                                      float("-inf"))

@@ -17,7 +17,8 @@ def test_inference_agrees_with_declarative_family(family):
     model = tiny_model(family)
     found = infer_stack(model)
     want = FAMILIES[family].stacks["decoder"]
-    assert (found.stack.blocks, found.stack.attn, found.stack.out_proj) == (want.blocks, want.attn, want.out_proj)
+    got = found.stack
+    assert (got.blocks, got.attn, got.out_proj) == (want.blocks, want.attn, want.out_proj)
     a = adapter_for(model)
     assert (found.n_heads, found.n_kv_heads, found.head_dim, found.d_model) == (
         a.n_heads, a.n_kv_heads, a.head_dim, a.d_model)

@@ -21,7 +21,8 @@ def _rec():
 def test_view_carries_the_recorded_pattern():
     rec, tokens = _rec(), ["<s>", " a", " b", " a", "\n"]
     view = attention_view(rec, 4, [2, 0], tokens, batch=1)
-    assert isinstance(view, AttentionView) and [h["label"] for h in view.heads] == ["layer 4, head 2", "layer 4, head 0"]
+    assert isinstance(view, AttentionView)
+    assert [h["label"] for h in view.heads] == ["layer 4, head 2", "layer 4, head 0"]
     torch.testing.assert_close(torch.tensor(view.heads[0]["pattern"]), rec[4][1, 2], atol=5e-5, rtol=0)
     html = view._repr_html_()
     assert html.count("<script>") == 1 and "interpAttention" in html and "http" not in html
@@ -50,15 +51,18 @@ def test_hover_shades_where_a_token_attends(tmp_path):
     probe = """<script>window.addEventListener('load', () => setTimeout(() => {
       const panels = document.querySelectorAll('.iattn-panel');
       panels[0].querySelectorAll('.iattn-tok')[4].dispatchEvent(new MouseEvent('mouseenter'));
-      document.documentElement.dataset.alpha = Array.from(panels).map(p => Array.from(p.querySelectorAll('.iattn-tok'))
-        .map(s => (s.style.background.match(/[\\d.]+\\)$/) || ['0'])[0].replace(')', '')).join(',')).join(';');
+      document.documentElement.dataset.alpha = Array.from(panels).map(p =>
+      Array.from(p.querySelectorAll('.iattn-tok'))
+        .map(s => (s.style.background.match(/[\\d.]+\\)$/) || ['0'])[0].replace(')',
+        '')).join(',')).join(';');
       document.documentElement.dataset.info = document.querySelector('.iattn-info').textContent;
       document.documentElement.dataset.resources = performance.getEntriesByType('resource').length;
     }, 100));</script>"""
     page.write_text(page.read_text().replace("<head>", "<head>" + probe, 1))
     dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                           "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], check=False, capture_output=True, text=True, timeout=120).stdout
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         check=False, capture_output=True, text=True, timeout=120).stdout
     tag = re.search(r"<html[^>]*>", dom).group(0)
     alphas = [[float(x) for x in p.split(",")]
               for p in re.search(r'data-alpha="([^"]*)"', tag).group(1).split(";")]

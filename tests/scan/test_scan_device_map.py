@@ -27,7 +27,8 @@ def test_scan_with_a_layer_on_disk_matches_plain(tiny_dir, tmp_path, caplog):
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
     assert main([*args, "--out", str(tmp_path / "map"), "--device-map", str(tmp_path / "map.json"),
                  "--offload-folder", str(tmp_path / "off")]) == 0
-    assert "offloaded to the cpu and disk" in caplog.text  # layer 1 sits on the meta device, read from disk
+    # layer 1 sits on the meta device and is read from disk
+    assert "offloaded to the" in caplog.text and "disk" in caplog.text
     plain, mapped = (json.loads((tmp_path / d / "scan.json").read_text()) for d in ("plain", "map"))
     for name in ("heads", "sinks"):
         for key, metric in plain["analyses"][name]["metrics"].items():

@@ -36,7 +36,8 @@ def test_splits_are_disjoint_balanced_and_deterministic(name, data):
 def test_prompt_format():
     task = TASKS["sst2"]
     p = task.prompt([Example("fun .", 1), Example("dull .", 0)], Example("meh .", 0))
-    assert p == "Review: fun .\nSentiment: positive\n\nReview: dull .\nSentiment: negative\n\nReview: meh .\nSentiment:"
+    assert p == ("Review: fun .\nSentiment: positive\n\nReview: dull .\nSentiment: negative\n\n"
+                 "Review: meh .\nSentiment:")
     assert TASKS["trec"].prompt([], Example("Who?", 2)).startswith("Classify the questions")
 
 
