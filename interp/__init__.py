@@ -13,6 +13,7 @@ from interp.capture import (Activations, AttentionCall, Patch, Patterns, Probe, 
 from interp.errors import InterpError
 from interp.intervene import ablate
 from interp.intervene.calibrate import Calibration, calibrate
+from interp.intervene.compress import compress
 from interp.models import Adapter, Model, adapter_for, load
 from interp.scan import scan
 
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
     "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-    "ablate", "calibrate", "Calibration", "scan", "InterpError", "__version__",
+    "ablate", "calibrate", "compress", "Calibration", "scan", "InterpError", "__version__",
 ]

@@ -1,0 +1,60 @@
+"""`interp.compress(model, policy)`: run a model with a head-level compressed KV cache.
+
+    >>> policy = select_kv_heads(m, scores, fraction=0.5, sink=4, window=256)      # doctest: +SKIP
+    >>> with interp.compress(m, policy) as comp:                                     # doctest: +SKIP
+    ...     out = m.hf.generate(**batch, max_new_tokens=16)
+    >>> comp.cache.stored_bytes() <= policy.kv_bytes(out.shape[1], batch=len(out))  # doctest: +SKIP
+
+Every forward pass that starts a fresh sequence (no cache, or an empty one) gets a new
+`CompressedCache`; `generate` then carries it through decoding. The compression probe is opened
+as a capture and moved to the front of the engine's active captures, so it composes with
+captures of `z` / residual sites and with zero / mean ablation (`edit_z`); probes that need every
+head's full keys (patterns, q/k/v, statistics, weight editors) are refused with a clear error.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from interp.capture import attention as engine
+from interp.capture import capture
+from interp.intervene.compress.attention import Compression
+from interp.intervene.compress.cache import CompressedCache
+from interp.intervene.compress.policy import KVPolicy, PolicyError
+
+
+@contextmanager
+def compress(model, policy: KVPolicy) -> Iterator[Compression]:
+    """Apply `policy` to every forward pass in the block (see the module docstring)."""
+    from interp.models.model import as_model
+
+    m = as_model(model)
+    if not isinstance(policy, KVPolicy):
+        raise PolicyError("compress(model, policy) needs a KVPolicy; build one with select_kv_heads or load_tsv.")
+    policy.check_model(m.adapter.n_layers(), m.adapter.n_kv_heads)
+    probe = Compression(policy)
+    handle = m.hf.register_forward_pre_hook(_cache_hook(probe), with_kwargs=True)
+    try:
+        with capture(m, probes=[probe]):
+            session = next(s for s in engine.ACTIVE if probe in s.probes)
+            engine.ACTIVE.remove(session)
+            engine.ACTIVE.insert(0, session)  # runs before any other capture's output-computing probe
+            yield probe
+    finally:
+        handle.remove()
+
+
+def _cache_hook(probe: Compression):
+    def hook(module, args, kwargs):
+        cache = kwargs.pop("past_key_values", None)
+        cache = kwargs.get("cache", cache)
+        if isinstance(cache, CompressedCache):
+            probe.cache = cache
+        elif cache is None or cache.get_seq_length() == 0:
+            probe.cache = CompressedCache(probe.policy)
+        else:
+            raise PolicyError("interp.compress cannot take over a cache that already holds tokens; start the "
+                              "sequence inside the compress block.")
+        kwargs["cache"] = probe.cache
+        return args, kwargs
+
+    return hook
