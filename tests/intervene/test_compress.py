@@ -165,3 +165,30 @@ def test_tsv_round_trip_and_wrong_shape(tmp_path):
     with pytest.raises(PolicyError, match="the model has 2 x 2"):  # noqa: SIM117
         with interp.compress(model, bad):
             pass
+
+
+def test_duo_gates_at_one_are_full_attention_and_train():
+    from interp.capture import capture
+    from interp.intervene.compress.duo import GatedAttention
+
+    model = tiny_model("llama")
+    ids = torch.randint(1, 90, (1, 16))
+    want = model(input_ids=ids).logits
+    alpha = torch.ones(2, 2)
+    with capture(model, probes=[GatedAttention(alpha, sink=1, window=3)]):
+        assert torch.allclose(model(input_ids=ids).logits, want, atol=1e-5)
+    policy = _policy(MIXED, sink=1, window=3)
+    alpha = policy.full.float()  # gates at 0/1 are the masked policy
+    with capture(model, probes=[GatedAttention(alpha, sink=1, window=3)]):
+        gated = model(input_ids=ids).logits
+    with interp.compress(model, policy):
+        compressed = model(input_ids=ids).logits
+    torch.testing.assert_close(gated, compressed, atol=1e-4, rtol=0)
+
+
+def test_sink_scores_see_the_sink():
+    from interp.intervene.compress.heuristics import sink_scores
+
+    model = tiny_model("llama")
+    scores = sink_scores(model, [torch.randint(1, 90, (20,))], sink=2, window=4)
+    assert scores.shape == (2, 4) and ((scores >= 0) & (scores <= 1)).all()

@@ -40,6 +40,8 @@ def _base_visible(call: AttentionCall, pos: Tensor, live: Tensor, q_pos: Tensor,
         return causal & live[:, None, :]
     full = visible_keys(call.attention_mask, batch=call.batch, q_len=call.q_len, k_len=k_len,
                         is_causal=call.is_causal, device=call.query.device)
+    if pos.shape[1] == k_len:  # nothing evicted yet (prefill): slot i holds position i
+        return full & live[:, None, :]
     idx = pos.clamp(max=k_len - 1)[:, None, :].expand(-1, call.q_len, -1)
     return full.gather(2, idx) & live[:, None, :]
 
