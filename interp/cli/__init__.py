@@ -9,6 +9,7 @@ names to modules so `interp --help` stays fast (modules import on use).
     interp calibrate MODEL         ACT-style attention calibration on few-shot tasks
     interp binding MODEL           positional / lexical / reflexive binding mechanisms
     interp saliency MODEL          attention vs gradient saliency agreement
+    interp compress MODEL          head-level KV-cache compression: selection methods compared
 """
 
 import argparse
@@ -24,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "interp.cli.calibrate",
     "binding": "interp.cli.binding",
     "saliency": "interp.cli.saliency",
+    "compress": "interp.cli.compress",
 }
 
 
