@@ -73,9 +73,14 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     exp = Experiment(m, out, args, progress=not args.no_progress)
+
+    def save(doc: dict) -> None:
+        (out / "compress.json").write_text(json.dumps(doc, indent=1))
+        write_page(doc, out / "compress.html")
+
+    exp.on_cell = save
     doc = exp.run()
-    (out / "compress.json").write_text(json.dumps(doc, indent=1))
-    write_page(doc, out / "compress.html")
+    save(doc)
     print(exp.table(doc))
     print(json.dumps({"out": str(out), "files": ["compress.json", "compress.html"]}))
     return 0

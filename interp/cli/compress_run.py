@@ -35,6 +35,7 @@ class Experiment:
         self.m, self.out, self.args, self.progress = model, out, args, progress
         self.parts = Parts(out, "cells")
         self.score_parts = Parts(out, "scores")
+        self.on_cell = None  # called with the document so far after every cell
 
     # ---- head scores -------------------------------------------------------------------------
     def scores(self, method: str, draw: int = 0) -> torch.Tensor:
@@ -147,6 +148,12 @@ class Experiment:
             policy = None if meth == "full" else self.policy(meth, d, f)
             row = self.parts.cached(unit, lambda p=policy, n=length, t=trials, h=heldout: self.cell(p, n, t, h))
             cells.append({"method": meth, "draw": d, "fraction": f, **row})
+            if self.on_cell is not None:  # finished cells are readable while the grid runs
+                self.on_cell(self.document(cells))
+        return self.document(cells)
+
+    def document(self, cells: list[dict]) -> dict:
+        m, a = self.m, self.args
         return {"model": m.name, "config": {k: v for k, v in vars(a).items() if not k.startswith("_")},
                 "n_eval_trials": len(a.depths) * len(EVAL_NEEDLES), "cells": cells,
                 "overlap": self.overlap(), "summary": summarise(cells, a.lengths)}
