@@ -192,3 +192,12 @@ def test_sink_scores_see_the_sink():
     model = tiny_model("llama")
     scores = sink_scores(model, [torch.randint(1, 90, (20,))], sink=2, window=4)
     assert scores.shape == (2, 4) and ((scores >= 0) & (scores <= 1)).all()
+
+
+@pytest.mark.parametrize("argv,message", [(["--fractions", "0,1"], "(0, 1]"), (["--window", "0"], "window"),
+                                          (["--fractions", "1.5"], "(0, 1]")])
+def test_cli_refuses_bad_policies_before_loading(argv, message, capsys):
+    from interp.cli import main
+
+    assert main(["compress", "smollm2", *argv, "--out", "/nonexistent/never"]) == 2
+    assert message in capsys.readouterr().err
