@@ -6,7 +6,7 @@ positions). With GQA the unit is the KV head: every query head of a group reads 
 
     >>> p = KVPolicy(torch.tensor([[True, False], [False, False]]), sink=2, window=4, head_dim=8)
     >>> p.fraction, p.kv_bytes(100), p.full_kv_bytes(100)
-    (0.25, 4224, 12800)
+    (0.25, 3776, 12800)
 
 Files: `save_tsv` / `load_tsv` use DuoAttention's `full_attention_heads.tsv` layout (one row per
 layer, one tab-separated value per KV head; values above `threshold` are full heads).
