@@ -49,7 +49,7 @@ class Experiment:
                                                               needles=SCORE_NEEDLES), n_ctx=m.adapter.n_ctx)
                 s = retrieval_scores(m, trials, batch_size=4, checkpoint=self.out / "scan_trials.jsonl",
                                      progress=self.progress)
-                return {"query_heads": s.mean().tolist(), "recalled": len(s.trial_ids), "trials": s.n_trials}
+                return {"query_heads": s.mean.tolist(), "recalled": len(s.trial_ids), "trials": s.n_trials}
         elif method == "duo":
             def compute():
                 cfg = DuoConfig(steps=a.duo_steps, length=a.duo_length, sink=a.sink, window=a.duo_window,
@@ -136,8 +136,9 @@ class Experiment:
             self.scores(meth, d)
         text = read_haystack(HELDOUT_TEXT)
         cells = []
-        todo = [(length, f, meth, d) for length in a.lengths for f in a.fractions
-                for meth, d in (runs if f < 1 else [("full", 0)])]
+        fractions = [f for f in a.fractions if f < 1]  # fraction 1 is the uncompressed baseline, run first
+        todo = [(length, f, meth, d) for length in a.lengths
+                for f, meth, d in [(1.0, "full", 0)] + [(f, meth, d) for f in fractions for meth, d in runs]]
         from tqdm.auto import tqdm
 
         for length, f, meth, d in tqdm(todo, desc="compress cells", disable=not self.progress):

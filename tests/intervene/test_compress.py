@@ -201,3 +201,12 @@ def test_cli_refuses_bad_policies_before_loading(argv, message, capsys):
 
     assert main(["compress", "smollm2", *argv, "--out", "/nonexistent/never"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_select_takes_retrieval_scores():
+    from interp.analyze.retrieval import RetrievalScores
+
+    per_trial = torch.tensor([[[0.0, 0.0, 0.0, 0.9], [0.1, 0.0, 0.0, 0.0]]] * 2)
+    scores = RetrievalScores(per_trial, ["a", "b"], 2, "tiny")
+    policy = select_kv_heads(tiny_model("llama"), scores, fraction=0.25)
+    assert policy.full.tolist() == [[False, True], [False, False]]

@@ -22,7 +22,6 @@ from torch import Tensor
 
 from interp.axes import HeadOutput
 from interp.capture import AttentionCall, Probe, capture
-from interp.capture.masks import visible_keys
 from interp.intervene.compress.attention import streaming_visible
 from interp.intervene.compress.policy import check_streaming
 

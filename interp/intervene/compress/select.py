@@ -57,7 +57,7 @@ def select_kv_heads(model, scores, fraction: float = 0.5, *, sink: int = 4, wind
     check_fraction(fraction)
     check_streaming(sink, window)
     adapter = m.adapter
-    scores = scores.mean() if hasattr(scores, "trial_ids") else scores
+    scores = scores.mean if hasattr(scores, "trial_ids") else scores  # RetrievalScores: mean over trials
     scores = torch.as_tensor(scores, dtype=torch.float32).cpu()
     n_layers = adapter.n_layers()
     if scores.ndim != 2 or scores.shape[0] != n_layers or scores.shape[1] not in (adapter.n_heads,
