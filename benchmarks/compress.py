@@ -7,7 +7,7 @@ Each (mode, length) runs in a fresh subprocess so its peak resident memory (`ru_
 own. `full`: the plain model with transformers' DynamicCache. `compressed`: `interp.compress` with
 a policy keeping `--fraction` of KV heads full (picked at random with `--seed`: the cost does not
 depend on which heads) and `--sink` + `--window` for the rest. The prompt is a real-text prefill of
-`length` tokens; decode runs `--decode` greedy steps, timed apart from the prefill (tokens/s is
+`length - decode` tokens; decode runs `--decode` greedy steps, timed apart from the prefill (tokens/s is
 wall-clock and process CPU time; with `--threads 1` the CPU figure is the fair one on a shared machine).
 """
 
@@ -29,7 +29,8 @@ def one(mode: str, length: int, fraction: float, sink: int, window: int, n_decod
 
     torch.set_num_threads(threads)
     m = interp.load()
-    ids = m.tokenizer(read_haystack(HELDOUT_TEXT) * 4, add_special_tokens=False)["input_ids"][:length]
+    n_prompt = length - n_decode  # prompt + decoded tokens = length (SmolLM2's window is 8192)
+    ids = m.tokenizer(read_haystack(HELDOUT_TEXT) * 4, add_special_tokens=False)["input_ids"][:n_prompt]
     ids = torch.tensor([ids])
     policy = select_kv_heads(m, random_scores(m.adapter.n_layers(), m.adapter.n_kv_heads, 0), fraction,
                              sink=sink, window=window)
@@ -73,7 +74,9 @@ def main() -> None:
         for mode in ("full", "compressed"):
             cmd = [sys.executable, __file__, "--one", f"{mode}:{length}", "--fraction", str(a.fraction), "--sink",
                    str(a.sink), "--window", str(a.window), "--decode", str(a.decode), "--threads", str(a.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(f"{mode} at {length} failed:\n{res.stderr[-2000:]}")
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     with open(a.out, "w") as f:
