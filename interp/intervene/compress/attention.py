@@ -32,7 +32,8 @@ def streaming_visible(
     return base & (is_sink[:, None, :] | recent)
 
 
-def _base_visible(call: AttentionCall, pos: Tensor, live: Tensor, q_pos: Tensor, k_len: int) -> Tensor:
+def _base_visible(call: AttentionCall, pos: Tensor, live: Tensor, q_pos: Tensor, k_len: int,
+                  layer_in_order: bool) -> Tensor:
     """transformers' visibility at each slot's position, for every query (`[batch, query, slots]`)."""
     if call.attention_mask is None:
         causal = pos[:, None, :] <= q_pos[None, :, None] if call.q_len > 1 else torch.ones_like(pos[:, None, :],
@@ -40,7 +41,7 @@ def _base_visible(call: AttentionCall, pos: Tensor, live: Tensor, q_pos: Tensor,
         return causal & live[:, None, :]
     full = visible_keys(call.attention_mask, batch=call.batch, q_len=call.q_len, k_len=k_len,
                         is_causal=call.is_causal, device=call.query.device)
-    if pos.shape[1] == k_len:  # nothing evicted yet (prefill): slot i holds position i
+    if layer_in_order:  # nothing evicted or reordered yet (prefill): slot i holds position i
         return full & live[:, None, :]
     idx = pos.clamp(max=k_len - 1)[:, None, :].expand(-1, call.q_len, -1)
     return full.gather(2, idx) & live[:, None, :]
@@ -74,7 +75,7 @@ def grouped_attention(call: AttentionCall, layer, policy: KVPolicy) -> HeadOutpu
         z[:, :, full_q] = _sdpa(q[:, full_q], layer.keys, layer.values, mask, call.scaling,
                                 causal=n_q > 1).transpose(1, 2)
     if len(stream_q):
-        base = _base_visible(call, layer.pos, layer.live, q_pos, k_len)
+        base = _base_visible(call, layer.pos, layer.live, q_pos, k_len, layer.in_order)
         vis = streaming_visible(base, layer.pos, layer.sink_slots(), q_pos, layer.window)
         z[:, :, stream_q] = _sdpa(q[:, stream_q], layer.s_keys, layer.s_values, vis[:, None], call.scaling,
                                   causal=False).transpose(1, 2)

@@ -35,6 +35,7 @@ class HeadSplitLayer(CacheLayerMixin):
         self.full_heads, self.stream_heads = full_heads, stream_heads
         self.sink, self.window = sink, window
         self.seen = 0
+        self.in_order = True  # slot i holds position i (until the first eviction)
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         b, _, _, d = key_states.shape
@@ -78,6 +79,7 @@ class HeadSplitLayer(CacheLayerMixin):
         keep = self.live & (self.sink_slots() | (self.pos > self.seen - 1 - self.window))
         if bool(keep.all()):
             return
+        self.in_order = False
         width = int(keep.sum(1).max())
         order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :width]  # kept slots first, in order
         self.live = keep.gather(1, order)
@@ -104,6 +106,7 @@ class HeadSplitLayer(CacheLayerMixin):
         self.keys = self.values = None
         self.is_initialized = False
         self.seen = 0
+        self.in_order = True
 
     def reorder_cache(self, beam_idx: Int[Tensor, " batch"]) -> None:
         for name in ("keys", "values", "s_keys", "s_values", "pos", "live"):
