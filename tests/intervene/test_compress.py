@@ -210,3 +210,18 @@ def test_select_takes_retrieval_scores():
     scores = RetrievalScores(per_trial, ["a", "b"], 2, "tiny")
     policy = select_kv_heads(tiny_model("llama"), scores, fraction=0.25)
     assert policy.full.tolist() == [[False, True], [False, False]]
+
+
+def test_summary_smallest_fraction_and_gap():
+    from interp.cli.compress_run import summarise
+
+    def cell(method, f, recalled, draw=0):
+        return {"method": method, "draw": draw, "fraction": f, "length": 8, "recalled": recalled,
+                "accuracy": sum(recalled) / len(recalled)}
+
+    cells = [cell("full", 1.0, [1, 1, 1, 1]), cell("retrieval", 0.25, [1, 1, 1, 1]), cell("retrieval", 0.5, [1] * 4),
+             cell("random", 0.25, [0, 0, 0, 0]), cell("random", 0.25, [1, 0, 0, 0], draw=1)]
+    s = summarise(cells, [8])
+    assert s["smallest_fraction_95"] == {"retrieval@8": 0.25, "random@8": None}
+    gap = s["gap_at_0.25"]["8"]
+    assert gap["gap"] == pytest.approx(1 - 1 / 8) and gap["ci95"][0] <= gap["gap"] <= gap["ci95"][1]
