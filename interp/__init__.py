@@ -22,7 +22,7 @@ from interp.version import __version__
 __all__ = [
     "load", "Model", "Adapter", "adapter_for",
     "capture", "Recording", "Stats", "Patterns", "Activations", "Residual", "Patch", "Probe", "AttentionCall",
-    "ablate", "calibrate", "Calibration", "run_scan", "InterpError", "__version__",
+    "ablate", "calibrate", "compress", "Calibration", "run_scan", "InterpError", "__version__",
 ]
 
 
@@ -42,6 +42,7 @@ def _exports() -> dict:
     )
     from interp.intervene import ablate  # noqa: F401
     from interp.intervene.calibrate import Calibration, calibrate  # noqa: F401
+    from interp.intervene.compress import compress  # noqa: F401
     from interp.models import Adapter, Model, adapter_for, load  # noqa: F401
     from interp.scan import run_scan  # noqa: F401
 

@@ -53,6 +53,11 @@ def pop(session) -> None:
     _ACTIVE.set(tuple(s for s in _ACTIVE.get() if s is not session))
 
 
+def move_to_front(session) -> None:
+    """Make `session` the outermost capture of this context: its probes see each call first."""
+    _ACTIVE.set((session, *(s for s in _ACTIVE.get() if s is not session)))
+
+
 def is_open_here(session) -> bool:
     return any(s is session for s in _ACTIVE.get())
 

@@ -11,6 +11,7 @@ Each subcommand module `interp/cli/NAME.py` defines `add_arguments(parser)` and 
     interp calibrate MODEL         ACT-style attention calibration on few-shot tasks
     interp binding MODEL           positional / lexical / reflexive binding mechanisms
     interp saliency MODEL          attention vs gradient saliency agreement
+    interp compress MODEL          head-level KV-cache compression: selection methods compared
 """
 
 import argparse
@@ -33,6 +34,7 @@ COMMANDS: list[str] = [
     "calibrate",
     "binding",
     "saliency",
+    "compress",
 ]
 
 

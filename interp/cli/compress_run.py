@@ -1,0 +1,228 @@
+"""The `interp compress` experiment: head scores, policies, and the resumable grid of cells.
+
+One cell = (method, draw, fraction, length): greedy NIAH recall on the evaluation trials of that
+length (one prompt at a time, prefill then `max_new_tokens` decoding steps, timed apart),
+held-out perplexity on `--ppl-windows` windows of that length, KV bytes (policy and stored), and
+the process RSS after prefill. Finished cells are saved under `out/parts/cells/`.
+"""
+
+import math
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from interp.analyze.prune import heldout_windows
+from interp.analyze.retrieval import retrieval_scores
+from interp.analyze.trials import RECALL_THRESHOLD
+from interp.intervene.compress import KVPolicy, compress, select_kv_heads
+from interp.intervene.compress.duo import DuoConfig, train_gates
+from interp.intervene.compress.heuristics import random_scores, sink_scores
+from interp.intervene.compress.select import kv_head_scores, top_fraction
+from interp.scan.store import Parts
+from interp.tasks.niah import HELDOUT_TEXT, NEEDLES, NiahConfig, build_trials, read_haystack, rouge1_recall
+
+SCORE_NEEDLES, EVAL_NEEDLES = NEEDLES[: len(NEEDLES) // 2], NEEDLES[len(NEEDLES) // 2:]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class Experiment:
+    def __init__(self, model, out: Path, args, progress: bool = True):
+        self.m, self.out, self.args, self.progress = model, out, args, progress
+        self.parts = Parts(out, "cells")
+        self.score_parts = Parts(out, "scores")
+        self.on_cell = None  # called with the document so far after every cell
+
+    # ---- head scores -------------------------------------------------------------------------
+    def scores(self, method: str, draw: int = 0) -> torch.Tensor:
+        m, a = self.m, self.args
+        key = f"{method}-{draw}" if method == "random" else method
+        if method == "retrieval":
+            def compute():
+                trials = build_trials(m.tokenizer,
+                                      NiahConfig(lengths=a.score_lengths, depths=(0.1, 0.35, 0.6, 0.85),
+                                                              needles=SCORE_NEEDLES), n_ctx=m.adapter.n_ctx)
+                s = retrieval_scores(m, trials, batch_size=4, checkpoint=self.out / "scan_trials.jsonl",
+                                     progress=self.progress)
+                return {"query_heads": s.mean.tolist(), "recalled": len(s.trial_ids), "trials": s.n_trials}
+        elif method == "duo":
+            def compute():
+                cfg = DuoConfig(steps=a.duo_steps, length=a.duo_length, sink=a.sink, window=a.duo_window,
+                                seed=a.seed)
+                return {"kv_heads": train_gates(m, cfg, progress=self.progress).tolist()}
+        elif method == "sink":
+            def compute():
+                text = read_haystack(NiahConfig().haystack)
+                ids = heldout_windows(m.tokenizer, text, max(a.score_lengths), 4)
+                return {"query_heads": sink_scores(m, list(ids), sink=a.sink,
+                                                   window=min(a.window, ids.shape[1] // 2))
+                        .tolist()}
+        else:
+            def compute():
+                scores = random_scores(m.adapter.n_layers(), m.adapter.n_kv_heads, a.seed + draw)
+                return {"kv_heads": scores.tolist()}
+        saved = self.score_parts.cached(key, compute)
+        return torch.tensor(saved.get("query_heads", saved.get("kv_heads")))
+
+    def policy(self, method: str, draw: int, fraction: float) -> KVPolicy:
+        policy = select_kv_heads(self.m, self.scores(method, draw), fraction, sink=self.args.sink,
+                                 window=self.args.window)
+        (self.out / "policies").mkdir(exist_ok=True)
+        name = f"{method}{draw if method == 'random' else ''}-f{fraction:g}.tsv"
+        policy.save_tsv(self.out / "policies" / name)
+        return policy
+
+    # ---- one cell ----------------------------------------------------------------------------
+    def cell(self, policy: KVPolicy | None, length: int, trials, heldout) -> dict:
+        m, n_new = self.m, self.args.max_new_tokens
+        recalled, prefill_s, decode_s, stored, rss = [], 0.0, 0.0, 0, 0.0
+        for t in trials:
+            ids = torch.tensor([t.input_ids], device=m.device)
+            out, t_pre, t_dec, cache, r = self._greedy(policy, ids, n_new)
+            text = m.tokenizer.decode(out)
+            recalled.append(rouge1_recall(t.needle.answer, text) > RECALL_THRESHOLD)
+            prefill_s, decode_s, rss = prefill_s + t_pre, decode_s + t_dec, max(rss, r)
+            stored = max(stored, cache)
+        ppl = self._perplexity(policy, heldout)
+        n_tok = max(len(t.input_ids) for t in trials) + n_new - 1
+        full = KVPolicy(torch.ones(m.adapter.n_layers(), m.adapter.n_kv_heads, dtype=torch.bool),
+                        head_dim=m.adapter.head_dim, bytes_per_value=next(m.hf.parameters()).element_size())
+        kv = (policy or full).kv_bytes(n_tok)
+        return {"length": length, "recalled": recalled, "accuracy": sum(recalled) / len(recalled),
+                "perplexity": ppl, "kv_bytes": kv, "kv_bytes_full": full.kv_bytes(n_tok),
+                "stored_bytes": stored, "rss_mb": rss,
+                "prefill_s": prefill_s / len(trials),
+                "decode_tok_s": len(trials) * (n_new - 1) / max(decode_s, 1e-9)}
+
+    @torch.no_grad()
+    def _greedy(self, policy, ids, n_new):
+        from contextlib import nullcontext
+
+        m = self.m
+        with compress(m, policy) if policy is not None else nullcontext():
+            t0 = time.perf_counter()
+            res = m.hf(input_ids=ids, use_cache=True)
+            cache, rss = res.cache if hasattr(res, "cache") else res.past_key_values, _rss_mb()
+            t1 = time.perf_counter()
+            tokens = [int(res.logits[0, -1].argmax())]
+            for _ in range(n_new - 1):
+                res = m.hf(input_ids=torch.tensor([[tokens[-1]]], device=m.device), cache=cache,
+                           use_cache=True)
+                cache = res.cache if hasattr(res, "cache") else res.past_key_values
+                tokens.append(int(res.logits[0, -1].argmax()))
+            t2 = time.perf_counter()
+        stored = cache.stored_bytes() if hasattr(cache, "stored_bytes") else sum(
+            layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
+        return tokens, t1 - t0, t2 - t1, stored, rss
+
+    @torch.no_grad()
+    def _perplexity(self, policy, windows) -> float:
+        from contextlib import nullcontext
+
+        total, count = 0.0, 0
+        for ids in windows:
+            ids = ids[None].to(self.m.device)
+            with compress(self.m, policy) if policy is not None else nullcontext():
+                logits = self.m.hf(input_ids=ids).logits[0, :-1].float()
+            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+        return math.exp(total / count)
+
+    # ---- the grid ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        m, a = self.m, self.args
+        runs = [(meth, d) for meth in a.select for d in (range(a.random_draws) if meth == "random" else [0])]
+        for meth, d in runs:  # scores first (cached), so cells can start from any of them
+            self.scores(meth, d)
+        text = read_haystack(HELDOUT_TEXT)
+        cells = []
+        fractions = [f for f in a.fractions if f < 1]  # fraction 1 is the uncompressed baseline, run first
+        todo = [(length, f, meth, d) for length in a.lengths
+                for f, meth, d in [(1.0, "full", 0)] + [(f, meth, d) for f in fractions for meth, d in runs]]
+        from tqdm.auto import tqdm
+
+        for length, f, meth, d in tqdm(todo, desc="compress cells", disable=not self.progress):
+            trials = build_trials(m.tokenizer,
+                                  NiahConfig(lengths=[length], depths=a.depths, needles=EVAL_NEEDLES),
+                                  n_ctx=m.adapter.n_ctx)
+            heldout = list(heldout_windows(m.tokenizer, text, length, a.ppl_windows))
+            unit = f"{meth}{d}-f{f:g}-L{length}"
+            policy = None if meth == "full" else self.policy(meth, d, f)
+            row = self.parts.cached(unit,
+                                    lambda p=policy, n=length, t=trials, h=heldout: self.cell(p, n, t, h))
+            cells.append({"method": meth, "draw": d, "fraction": f, **row})
+            if self.on_cell is not None:  # finished cells are readable while the grid runs
+                self.on_cell(self.document(cells))
+        return self.document(cells)
+
+    def document(self, cells: list[dict]) -> dict:
+        m, a = self.m, self.args
+        return {"model": m.name, "config": {k: v for k, v in vars(a).items() if not k.startswith("_")},
+                "n_eval_trials": len(a.depths) * len(EVAL_NEEDLES), "cells": cells,
+                "overlap": self.overlap(), "summary": summarise(cells, a.lengths)}
+
+    def overlap(self) -> dict:
+        """Jaccard overlap of retrieval-selected and duo-selected KV heads per fraction (when both ran)."""
+        if not {"retrieval", "duo"} <= set(self.args.select):
+            return {}
+        r = kv_head_scores(self.scores("retrieval"), self.m.adapter.n_kv_heads)
+        g = self.scores("duo")
+        out = {}
+        for f in self.args.fractions:
+            a, b = top_fraction(r, f), top_fraction(g, f)
+            out[f"{f:g}"] = (a & b).sum().item() / max(1, (a | b).sum().item())
+        return out
+
+    @staticmethod
+    def table(doc: dict) -> str:
+        lines = ["| method | fraction | length | NIAH acc | ppl | KV bytes / full | decode tok/s |",
+                 "|---|---|---|---|---|---|---|"]
+        for c in doc["cells"]:
+            name = c["method"] + (str(c["draw"]) if c["method"] == "random" else "")
+            lines.append(f"| {name} | {c['fraction']:g} | {c['length']} | {c['accuracy']:.2f} | "
+                         f"{c['perplexity']:.2f} | {c['kv_bytes'] / c['kv_bytes_full']:.2f} | "
+                         f"{c['decode_tok_s']:.1f} |")
+        return "\n".join(lines)
+
+
+def summarise(cells: list[dict], lengths) -> dict:
+    """Smallest fraction with accuracy >= 95% of uncompressed per method and length (random: mean over
+    draws); retrieval - random accuracy gap at 25% full heads with a bootstrap CI."""
+    out = {"smallest_fraction_95": {}, "gap_at_0.25": {}}
+    for length in lengths:
+        base = [c for c in cells if c["method"] == "full" and c["length"] == length]
+        if not base:
+            continue
+        target = 0.95 * base[0]["accuracy"]
+        methods = sorted({c["method"] for c in cells if c["method"] != "full"})
+        for meth in methods:
+            rows = [c for c in cells if c["method"] == meth and c["length"] == length]
+            fracs = sorted({c["fraction"] for c in rows})
+            ok = [f for f in fracs if sum(c["accuracy"] for c in rows if c["fraction"] == f)
+                  / len([c for c in rows if c["fraction"] == f]) >= target]
+            if rows:  # None: no compressed fraction tried reaches 95% (only the uncompressed model does)
+                out["smallest_fraction_95"][f"{meth}@{length}"] = min(ok) if ok else None
+        ret = [x for c in cells
+               if c["method"] == "retrieval" and c["fraction"] == 0.25 and c["length"] == length
+               for x in c["recalled"]]
+        rnd = [x for c in cells if c["method"] == "random" and c["fraction"] == 0.25 and c["length"] == length
+               for x in c["recalled"]]
+        if ret and rnd:
+            out["gap_at_0.25"][str(length)] = bootstrap_gap(ret, rnd)
+    return out
+
+
+def bootstrap_gap(a: list[bool], b: list[bool], n: int = 2000, seed: int = 0) -> dict:
+    """mean(a) - mean(b) with a 95% bootstrap interval (resampling trials within each group)."""
+    g = torch.Generator().manual_seed(seed)
+    ta, tb = torch.tensor(a, dtype=torch.float), torch.tensor(b, dtype=torch.float)
+    ia = torch.randint(len(a), (n, len(a)), generator=g)
+    ib = torch.randint(len(b), (n, len(b)), generator=g)
+    d = ta[ia].mean(1) - tb[ib].mean(1)
+    lo, hi = torch.quantile(d, torch.tensor([0.025, 0.975])).tolist()
+    return {"gap": (ta.mean() - tb.mean()).item(), "ci95": [lo, hi], "n": [len(a), len(b)]}
