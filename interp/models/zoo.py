@@ -9,8 +9,10 @@ Cache: `$INTERP_CACHE`, else `~/.cache/interp`. Every write goes to a temporary 
 renamed into place, so an interrupted fetch never leaves a half-written model behind.
 """
 
+import contextlib
 import fcntl
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -154,13 +156,16 @@ def dequantize_gguf(gguf: Path, target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         print(f"interp: dequantizing {gguf.name} once into {target} ...", file=sys.stderr)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer = None  # the weights are plain fp32 now; drop the GGUF marker so they can be saved
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        # transformers' own bars (GGUF conversion, weight loading, shard writing) stay off the terminal
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+            model.hf_quantizer = None  # plain fp32 weights now; drop the GGUF marker so they can be saved
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if target.exists():
             shutil.rmtree(target)
         tmp.replace(target)
