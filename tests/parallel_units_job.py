@@ -15,7 +15,7 @@ from interp.analyze.prune import PruneConfig, perplexity, prune_experiment
 from interp.analyze.retrieval import retrieval_scores
 from interp.errors import InterpError
 from interp.intervene.head_search import SearchConfig, search_heads
-from interp.parallel import check_same, check_work, init, is_main
+from interp.parallel import check_same, check_work, finish, init, is_main
 from interp.tasks.niah import NEEDLES, NiahConfig, build_trials
 
 
@@ -52,6 +52,9 @@ def bad_setups() -> dict:
 
 if __name__ == "__main__":
     init()
-    result = {**run(sys.argv[1], Path(sys.argv[2]).with_suffix(".jsonl")), "bad": bad_setups()}
-    if is_main():
-        torch.save(result, sys.argv[2])
+    try:
+        result = {**run(sys.argv[1], Path(sys.argv[2]).with_suffix(".jsonl")), "bad": bad_setups()}
+        if is_main():
+            torch.save(result, sys.argv[2])
+    finally:
+        finish()  # leave the group: a gloo rank that exits inside it can abort at shutdown

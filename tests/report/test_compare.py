@@ -51,7 +51,7 @@ def test_compare_cli_writes_report_and_refuses_other_architectures(tiny_pair, tm
     a, b = tiny_pair
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "diff")]) == 0
     html = (tmp_path / "diff" / "compare.html").read_text()
-    assert "diff-heads-induction" in html and "calibrated heads 1:0" in html
+    assert "diff-heads-induction" in html and "calibrated heads 1.0" in html
     assert json.loads((tmp_path / "diff" / "compare.json").read_text())["metrics"]
     other = json.loads((b / "scan.json").read_text())
     other["model"]["n_heads"] = 8
