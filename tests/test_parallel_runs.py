@@ -118,3 +118,24 @@ def test_cli_bad_setups_exit_2(tiny, tmp_path):
         proc = subprocess.run([sys.executable, "-m", "interp.cli", "scan", tiny, "--out", tmp_path / "n"],
                               env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "NCCL needs CUDA GPUs" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, outputs", [
+    (["calibrate", "--task", "sst2", "--shots", "2", "--dev", "8", "--test", "8", "--budget", "6",
+      "--max-heads", "2", "--skip-first", "0", "--skip-last", "0", "--tau", "0.05", "--no-progress"],
+     ["report.json"]),
+    (["prune", "--top-k", "1", "--random-draws", "1", "--lengths", "120", "--depths", "0.2,0.8",
+      "--eval-lengths", "120", "--eval-depths", "0.5", "--needles", "2", "--ppl-windows", "1",
+      "--ppl-window", "32", "--max-new-tokens", "3", "--batch-size", "2", "--no-progress"],
+     ["prune.json", "retrieval_heads.json"]),
+], ids=["calibrate", "prune"])
+def test_cli_under_torchrun_writes_what_one_process_writes(tiny, tmp_path, command, outputs):
+    name, *rest = command
+    check(interp_cmd(name, tiny, *rest, "--out", tmp_path / "alone", n=None))
+    check(interp_cmd(name, tiny, *rest, "--out", tmp_path / "two"))
+    for file in outputs:
+        alone, two = (json.loads((tmp_path / d / file).read_text()) for d in ("alone", "two"))
+        for doc in (alone, two):
+            doc.pop("seconds", None)
+        assert two == alone, file
