@@ -2,7 +2,7 @@
 OUT`.
 
 `run(tiny_dir, checkpoint)` gives the same dictionary alone or on every rank: retrieval scores,
-a head search scored by the model, and a pruning experiment, each split over the ranks.
+a head search scored by the model, a pruning experiment and sink statistics, each split over the ranks.
 """
 
 import sys
@@ -13,6 +13,7 @@ import torch
 import interp
 from interp.analyze.prune import PruneConfig, perplexity, prune_experiment
 from interp.analyze.retrieval import retrieval_scores
+from interp.analyze.sinks import SinkConfig, find_sinks, passages
 from interp.errors import InterpError
 from interp.intervene.head_search import SearchConfig, search_heads
 from interp.parallel import check_same, check_work, finish, init, is_main
@@ -32,7 +33,11 @@ def run(tiny_dir: str, checkpoint: Path | None = None) -> dict:
                           config=SearchConfig(budget=8, max_heads=2, skip_first=1, skip_last=0),
                           progress=False)
     pruned = prune_experiment(m, scores, trials[:2], heldout, config, progress=False)
-    return {"scores": scores.to_json(), "trial_ids": scores.trial_ids, "n_trials": scores.n_trials,
+    sink_config = SinkConfig(length=16, batch_size=2, tau=0.05)
+    sinks = find_sinks(m, passages(6, words=20), sink_config, progress=False)
+    return {"sinks": {"first": sinks.first.tolist(), "n_hidden": sinks.n_hidden.tolist(),
+                      "hidden": [vars(h) for h in sinks.hidden], "lengths": sinks.n_tokens},
+            "scores": scores.to_json(), "trial_ids": scores.trial_ids, "n_trials": scores.n_trials,
             "search": search.to_json(), "prune": pruned.to_json()}
 
 

@@ -94,6 +94,7 @@ def test_analyzers_two_ranks_equal_one_and_bad_setups_fail(tiny, tmp_path):
     assert two["scores"] == alone["scores"] and two["trial_ids"] == alone["trial_ids"]
     assert two["search"] == alone["search"] and two["prune"] == alone["prune"]
     assert two["search"]["evaluations"] == 8 and len(two["prune"]["rows"]) == 4
+    assert two["sinks"] == alone["sinks"] and len(two["sinks"]["first"]) == 6  # 3 batches over 2 ranks
     # rank 0 alone wrote the checkpoint: one line per trial, the same trials as one process
     lines = (tmp_path / "two.jsonl").read_text().splitlines()
     alone = (tmp_path / "alone.jsonl").read_text().splitlines()

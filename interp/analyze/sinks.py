@@ -31,7 +31,8 @@ from interp.capture.session import capture
 from interp.capture.stats import Stats
 from interp.errors import InterpError
 from interp.models.model import as_model
-from interp.progress import track
+from interp.parallel import is_main, map_units
+from interp.progress import bar as progress_bar
 from interp.resources import data_path
 
 DEFAULT_TEXT = data_path("text")
@@ -175,8 +176,9 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
         raise InterpError("find_sinks needs at least one prompt.")
     layers = ([model.adapter.check_layer(layer) for layer in config.layers] if config.layers
               else list(range(model.adapter.n_layers())))
-    firsts, counts, hidden, lengths, seen = [], [], [], [], 0
-    for chunk in track(batches, "sinks", enabled=progress):
+
+    def measure(chunk) -> tuple:
+        """One batch: first-token alphas, hidden-sink counts, hidden sinks (batch-local rows), lengths."""
         if isinstance(chunk, tuple):
             ids, mask = chunk
         else:
@@ -192,19 +194,25 @@ def find_sinks(model, prompts: Sequence[str] | dict, config: SinkConfig | None =
         mask, ids = mask.bool().cpu(), ids.cpu()
         first = mask.int().argmax(-1)  # left padding: the first real token
         rows = torch.arange(len(ids))
-        firsts.append(alpha[rows, :, :, first])
         later = mask.clone()
         later[rows, first] = False
         is_hidden = (alpha > config.tau) & later[:, None, None, :]
-        counts.append(is_hidden.sum(-1))
+        hidden = []
         for p, li, h, k in torch.nonzero(is_hidden).tolist():
             token = tok.decode([int(ids[p, k])]) if tok is not None else str(int(ids[p, k]))
-            hidden.append(HiddenSink(seen + p, layers[li], h, k - int(first[p]), token,
-                                     float(alpha[p, li, h, k])))
-        lengths += mask.sum(-1).tolist()
-        seen += len(ids)
-    return SinkReport(torch.cat(firsts), torch.cat(counts), hidden, layers, config.tau,
-                      tuple(config.epsilons), lengths)
+            hidden.append((p, layers[li], h, k - int(first[p]), token, float(alpha[p, li, h, k])))
+        return alpha[rows, :, :, first], is_hidden.sum(-1), hidden, mask.sum(-1).tolist()
+
+    # under torchrun the batches are dealt to the ranks and merged in order (`interp.parallel`)
+    with progress_bar(enabled=progress and is_main(), transient=True) as display:
+        task = display.add_task("sinks", total=len(batches))
+        done = map_units(measure, batches, on_done=lambda i, result: display.advance(task))
+    hidden, seen = [], 0
+    for _, _, sinks, lengths in done:
+        hidden += [HiddenSink(seen + p, *rest) for p, *rest in sinks]
+        seen += len(lengths)
+    return SinkReport(torch.cat([d[0] for d in done]), torch.cat([d[1] for d in done]), hidden, layers,
+                      config.tau, tuple(config.epsilons), [n for d in done for n in d[3]])
 
 
 def passages(n: int = 64, *, words: int = 80, path: str | Path | None = None, seed: int = 0) -> list[str]:
