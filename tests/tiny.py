@@ -80,3 +80,18 @@ class DigitsTokenizer:
 
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(str(i) for i in ids)
+
+
+def copying_llama():
+    """A tiny Llama (`interp.Model`, digit tokenizer) that can only generate ids 3..11, the ids of the
+    retrieval tests' prompts, so its heads can copy a needle; it never stops early."""
+    from interp.models.model import as_model
+
+    hf = tiny_model("llama", seed=3)
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():
+        keep = torch.zeros(hf.lm_head.weight.shape[0], dtype=torch.bool)
+        keep[3:12] = True
+        hf.lm_head.weight[~keep] = 0.0
+        hf.lm_head.weight[keep] *= 10.0
+    return as_model(hf, tokenizer=DigitsTokenizer())

@@ -3,7 +3,7 @@ the same analysis with the same editors applied directly (one capture, or `edits
 
 import pytest
 import torch
-from tiny import DigitsTokenizer, padded_batch, tiny_model
+from tiny import copying_llama, padded_batch
 
 import interp
 from interp.analyze.heads import DetectorProbe, _collect, score_batch
@@ -43,14 +43,7 @@ NAMES = ["ablate", "calibrate", "capture"]
 
 @pytest.fixture(scope="module")
 def tiny():
-    hf = tiny_model("llama", seed=3)
-    hf.generation_config.eos_token_id = None
-    with torch.no_grad():  # as in test_retrieval: only prompt ids can be generated, so heads copy
-        keep = torch.zeros(hf.lm_head.weight.shape[0], dtype=torch.bool)
-        keep[3:12] = True
-        hf.lm_head.weight[~keep] = 0.0
-        hf.lm_head.weight[keep] *= 10.0
-    return as_model(hf, tokenizer=DigitsTokenizer())
+    return copying_llama()
 
 
 def tiny_trials(n=5, seed=0):

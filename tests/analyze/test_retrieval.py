@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import DigitsTokenizer, tiny_model
+from tiny import copying_llama
 
 from interp.analyze.retrieval import (
     RetrievalScores,
@@ -17,7 +17,6 @@ from interp.analyze.retrieval import (
     scores_from_results,
 )
 from interp.errors import InterpError
-from interp.models.model import as_model
 from interp.tasks.niah import NEEDLES, Needle, NiahConfig, Trial, build_trials
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,14 +34,7 @@ eager_reference = _load_reference()
 
 @pytest.fixture(scope="module")
 def tiny():
-    hf = tiny_model("llama", seed=3)
-    hf.generation_config.eos_token_id = None  # random ids: never stop early
-    with torch.no_grad():  # only ids 3..11 (those of the prompts) can be generated, so heads can copy them
-        keep = torch.zeros(hf.lm_head.weight.shape[0], dtype=torch.bool)
-        keep[3:12] = True
-        hf.lm_head.weight[~keep] = 0.0
-        hf.lm_head.weight[keep] *= 10.0
-    return as_model(hf, tokenizer=DigitsTokenizer())
+    return copying_llama()
 
 
 def tiny_trials(n=5, seed=0):
