@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import torch
@@ -31,6 +32,7 @@ from interp.errors import InterpError
 from interp.progress import track
 
 T = TypeVar("T")
+_IN_UNIT: ContextVar[bool] = ContextVar("interp_in_parallel_unit", default=False)  # nested calls run locally
 R = TypeVar("R")
 
 
@@ -143,10 +145,18 @@ def map_units(
     `cached(i)` (asked on rank 0 only) returns a saved result of unit `i` or None; the rest run in rounds
     of `world` units, and after each round `on_done(i, result)` is called for its units in order, on
     every rank (guard writes with `is_main()`). Results must pickle; tensors come back on CPU.
+    A call made inside a unit of another `map_units` (a scan unit calling `find_sinks`, say) runs all
+    its units locally: that outer unit belongs to one rank, so there is nobody to gather with.
 
         >>> map_units(lambda u: u * u, [1, 2, 3])
         [1, 4, 9]
     """
+    if _IN_UNIT.get():  # inside another map_units' unit: that unit runs on one rank, so this call is local
+        results = [fn(unit) for unit in units]
+        for i, result in enumerate(results):
+            if on_done is not None:
+                on_done(i, result)
+        return results
     rank, world = rank_and_world()
     saved = {}
     if cached is not None and rank == 0:
@@ -156,7 +166,7 @@ def map_units(
     results = dict(saved)
     for start in range(0, len(todo), world):
         round_ = todo[start:start + world]
-        mine = {i: _to_cpu(fn(units[i])) for i in round_[rank:rank + 1]}
+        mine = {i: _to_cpu(_run_unit(fn, units[i])) for i in round_[rank:rank + 1]}
         if world > 1:
             gathered: list[dict | None] = [None] * world
             dist.all_gather_object(gathered, mine)
@@ -166,6 +176,14 @@ def map_units(
             if on_done is not None:
                 on_done(i, mine[i])
     return [results[i] for i in range(len(units))]
+
+
+def _run_unit(fn: Callable[[T], R], unit: T) -> R:
+    token = _IN_UNIT.set(True)
+    try:
+        return fn(unit)
+    finally:
+        _IN_UNIT.reset(token)
 
 
 def rank_and_world() -> tuple[int, int]:
