@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "interp"
 # The floor order, written once: a unit may import its own floor and the floors below it.
 # A unit is a subpackage or a top-level module of `interp`; "interp" is the facade `interp/__init__.py`.
 FLOORS: list[set[str]] = [
-    {"axes", "errors", "resources", "masks", "progress", "bootstrap", "version"},
+    {"axes", "errors", "resources", "masks", "progress", "bootstrap", "version", "memory"},
     {"models", "kernels", "parallel"},
     {"capture"},
     {"analyze", "intervene", "tasks", "organisms"},

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--ppl-windows", type=int, default=1,
                    help="held-out windows (of each length) for perplexity")
+    p.add_argument("--prefill-chunk", type=int, default=512,
+                   help="tokens per prefill pass (bounds the attention masks; results do not depend on it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compress")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -72,6 +74,8 @@ def run(args) -> int:
     for f in args.fractions:
         check_fraction(f)
     check_streaming(args.sink, args.window)
+    if args.prefill_chunk < 1:
+        raise interp.InterpError(f"--prefill-chunk must be >= 1 token, got {args.prefill_chunk}.")
     if args.random_draws < 1:
         raise interp.InterpError(f"--random-draws must be >= 1, got {args.random_draws}.")
     m = interp.load(args.model)

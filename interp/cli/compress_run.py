@@ -1,14 +1,17 @@
 """The `interp compress` experiment: head scores, policies, and the resumable grid of cells.
 
 One cell = (method, draw, fraction, length): greedy NIAH recall on the evaluation trials of that
-length (one prompt at a time, prefill then `max_new_tokens` decoding steps, timed apart),
-held-out perplexity on `--ppl-windows` windows of that length, KV bytes (policy and stored), and
-the process RSS after prefill. Finished cells are saved under `out/parts/cells/`.
+length (one prompt at a time, a chunked prefill then `max_new_tokens` decoding steps, timed apart;
+trials that share the haystack before their needle prefill it once), held-out perplexity on
+`--ppl-windows` windows of that length, KV bytes (policy and stored), and the process RSS at the
+cell's start and its sampled peak while the cell's first prompt is prefilled and decoded alone.
+Finished cells are saved under `out/parts/cells/`; `out/settings.json` keeps the settings they
+depend on, so a resume with other ones is refused.
 """
 
 import math
-import resource
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -16,19 +19,42 @@ import torch
 from interp.analyze.prune import heldout_windows
 from interp.analyze.retrieval import retrieval_scores
 from interp.analyze.trials import RECALL_THRESHOLD
-from interp.intervene.compress import KVPolicy, compress, select_kv_heads
+from interp.errors import InterpError
+from interp.intervene.compress import KVPolicy, compress, prefill, select_kv_heads
 from interp.intervene.compress.duo import DuoConfig, train_gates
 from interp.intervene.compress.heuristics import random_scores, sink_scores
 from interp.intervene.compress.select import kv_head_scores, top_fraction
-from interp.scan.store import Parts
+from interp.memory import PeakRSS, trim_heap
+from interp.progress import track
+from interp.scan.store import Parts, atomic_write_json, read_json
 from interp.tasks.niah import HELDOUT_TEXT, NEEDLES, NiahConfig, build_trials, read_haystack, rouge1_recall
 
+# Settings a saved cell or score depends on; methods, fractions, lengths and draws can grow between runs.
+RESULT_SETTINGS = ("sink", "window", "depths", "score_lengths", "duo_steps", "duo_length", "duo_window",
+                   "max_new_tokens", "ppl_windows", "seed", "model")
 SCORE_NEEDLES, EVAL_NEEDLES = NEEDLES[: len(NEEDLES) // 2], NEEDLES[len(NEEDLES) // 2:]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def shared_prefixes(trials) -> list[tuple[list[int], list]]:
+    """Trials grouped by the haystack before their needle: `(common token prefix, trials)` per group,
+    the prefix at most one token shorter than the shortest prompt of the group (empty for a lone trial)."""
+    groups: dict[int, list] = {}
+    for t in trials:
+        groups.setdefault((t.length, t.depth), []).append(t)
+    out = []
+    for group in groups.values():
+        n = 0 if len(group) == 1 else min(len(t.input_ids) for t in group) - 1
+        first = group[0].input_ids
+        for t in group[1:]:
+            n = next((i for i in range(n) if t.input_ids[i] != first[i]), n)
+        out.append((first[:n], group))
+    return out
+
+
+def _stored_bytes(cache) -> int:
+    if hasattr(cache, "stored_bytes"):
+        return cache.stored_bytes()
+    return sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
 
 
 class Experiment:
@@ -37,6 +63,7 @@ class Experiment:
         self.parts = Parts(out, "cells")
         self.score_parts = Parts(out, "scores")
         self.on_cell = None  # called with the document so far after every cell
+        self.chunk = getattr(args, "prefill_chunk", 512)
 
     # ---- head scores -------------------------------------------------------------------------
     def scores(self, method: str, draw: int = 0) -> torch.Tensor:
@@ -79,58 +106,75 @@ class Experiment:
 
     # ---- one cell ----------------------------------------------------------------------------
     def cell(self, policy: KVPolicy | None, length: int, trials, heldout) -> dict:
+        """Greedy NIAH recall, perplexity, KV bytes, memory and speed of one policy at one length.
+
+        The first trial runs alone (its sampled peak RSS is the cell's memory figure); the others, grouped
+        by the haystack before their needle, prefill that prefix once and continue from a copy of its
+        cache (the chunked prefill makes this identical to a one-shot prompt pass)."""
         m, n_new = self.m, self.args.max_new_tokens
-        recalled, prefill_s, decode_s, stored, rss = [], 0.0, 0.0, 0, 0.0
-        for t in trials:
-            ids = torch.tensor([t.input_ids], device=m.device)
-            out, t_pre, t_dec, cache, r = self._greedy(policy, ids, n_new)
-            text = m.tokenizer.decode(out)
-            recalled.append(rouge1_recall(t.needle.answer, text) > RECALL_THRESHOLD)
-            prefill_s, decode_s, rss = prefill_s + t_pre, decode_s + t_dec, max(rss, r)
-            stored = max(stored, cache)
-        ppl = self._perplexity(policy, heldout)
+        recalled, timing, stored = {}, [0.0, 0.0], 0
+
+        def run(t, prefix, shared) -> None:
+            nonlocal stored
+            out, t_pre, t_dec, cache = self._greedy(t.input_ids[len(prefix):], shared, n_new)
+            recalled[t.id] = rouge1_recall(t.needle.answer, m.tokenizer.decode(out)) > RECALL_THRESHOLD
+            timing[0], timing[1] = timing[0] + t_pre, timing[1] + t_dec
+            stored = max(stored, _stored_bytes(cache))
+
+        trim_heap()  # so freed memory of earlier cells does not count as this cell's
+        with compress(m, policy) if policy is not None else nullcontext():
+            with PeakRSS() as rss:
+                run(trials[0], [], None)
+            for prefix, group in shared_prefixes(trials[1:]):
+                t0 = time.perf_counter()
+                ids = torch.tensor([prefix], device=m.device)
+                shared = prefill(m, ids, chunk=self.chunk)[1] if prefix else None
+                timing[0] += time.perf_counter() - t0
+                for t in group:
+                    run(t, prefix, shared)
+                del shared
+            ppl = self._perplexity(heldout)
+        prefill_s, decode_s = timing
+        hits = [recalled[t.id] for t in trials]
         n_tok = max(len(t.input_ids) for t in trials) + n_new - 1
         full = KVPolicy(torch.ones(m.adapter.n_layers(), m.adapter.n_kv_heads, dtype=torch.bool),
                         head_dim=m.adapter.head_dim, bytes_per_value=next(m.hf.parameters()).element_size())
         kv = (policy or full).kv_bytes(n_tok)
-        return {"length": length, "recalled": recalled, "accuracy": sum(recalled) / len(recalled),
+        return {"length": length, "recalled": hits, "accuracy": sum(hits) / len(hits),
                 "perplexity": ppl, "kv_bytes": kv, "kv_bytes_full": full.kv_bytes(n_tok),
-                "stored_bytes": stored, "rss_mb": rss,
+                "stored_bytes": stored, "rss_start_mb": rss.start_mb, "peak_rss_mb": rss.peak_mb,  # 1 prompt
                 "prefill_s": prefill_s / len(trials),
                 "decode_tok_s": len(trials) * (n_new - 1) / max(decode_s, 1e-9)}
 
     @torch.no_grad()
-    def _greedy(self, policy, ids, n_new):
-        from contextlib import nullcontext
-
+    def _greedy(self, ids: list[int], shared, n_new: int):
+        """Prefill `ids` after the `shared` prefix cache (a copy), then `n_new` greedy tokens."""
         m = self.m
-        with compress(m, policy) if policy is not None else nullcontext():
-            t0 = time.perf_counter()
-            res = m.hf(input_ids=ids, use_cache=True)
-            cache, rss = res.cache if hasattr(res, "cache") else res.past_key_values, _rss_mb()
-            t1 = time.perf_counter()
-            tokens = [int(res.logits[0, -1].argmax())]
-            for _ in range(n_new - 1):
-                res = m.hf(input_ids=torch.tensor([[tokens[-1]]], device=m.device), cache=cache,
-                           use_cache=True)
-                cache = res.cache if hasattr(res, "cache") else res.past_key_values
-                tokens.append(int(res.logits[0, -1].argmax()))
-            t2 = time.perf_counter()
-        stored = cache.stored_bytes() if hasattr(cache, "stored_bytes") else sum(
-            layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
-        return tokens, t1 - t0, t2 - t1, stored, rss
+        t0 = time.perf_counter()
+        logits, cache = prefill(m, torch.tensor([ids], device=m.device), chunk=self.chunk, reuse=shared)
+        t1 = time.perf_counter()
+        tokens = [int(logits[0].argmax())]
+        for _ in range(n_new - 1):
+            res = m.hf(input_ids=torch.tensor([[tokens[-1]]], device=m.device), cache=cache, use_cache=True,
+                       logits_to_keep=1)
+            cache = res.cache if hasattr(res, "cache") else res.past_key_values
+            tokens.append(int(res.logits[0, -1].argmax()))
+        return tokens, t1 - t0, time.perf_counter() - t1, cache
 
     @torch.no_grad()
-    def _perplexity(self, policy, windows) -> float:
-        from contextlib import nullcontext
-
+    def _perplexity(self, windows) -> float:
+        """Held-out perplexity, each window fed in prefill chunks (same logits as one pass, less memory)."""
         total, count = 0.0, 0
         for ids in windows:
-            ids = ids[None].to(self.m.device)
-            with compress(self.m, policy) if policy is not None else nullcontext():
-                logits = self.m.hf(input_ids=ids).logits[0, :-1].float()
-            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
-            count += ids.shape[1] - 1
+            ids, cache = ids[None].to(self.m.device), None
+            for start in range(0, ids.shape[1] - 1, self.chunk):
+                piece, target = ids[:, start:start + self.chunk], ids[0, start + 1:start + self.chunk + 1]
+                past = {"cache": cache} if cache is not None else {}
+                res = self.m.hf(input_ids=piece, use_cache=True, **past)
+                cache = res.cache if hasattr(res, "cache") else res.past_key_values
+                logits = res.logits[0, : len(target)].float()
+                total += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+                count += len(target)
         return math.exp(total / count)
 
     # ---- the grid ----------------------------------------------------------------------------
@@ -144,9 +188,8 @@ class Experiment:
         fractions = [f for f in a.fractions if f < 1]  # fraction 1 is the uncompressed baseline, run first
         todo = [(length, f, meth, d) for length in a.lengths
                 for f, meth, d in [(1.0, "full", 0)] + [(f, meth, d) for f in fractions for meth, d in runs]]
-        from tqdm.auto import tqdm
-
-        for length, f, meth, d in tqdm(todo, desc="compress cells", disable=not self.progress):
+        self.check_settings()
+        for length, f, meth, d in track(todo, "compress cells", enabled=self.progress, transient=False):
             trials = build_trials(m.tokenizer,
                                   NiahConfig(lengths=[length], depths=a.depths, needles=EVAL_NEEDLES),
                                   n_ctx=m.adapter.n_ctx)
@@ -159,6 +202,20 @@ class Experiment:
             if self.on_cell is not None:  # finished cells are readable while the grid runs
                 self.on_cell(self.document(cells))
         return self.document(cells)
+
+    def check_settings(self) -> None:
+        """Refuse to resume cells computed under other settings (which ones may be added is free)."""
+        a = vars(self.args)
+        mine = {k: a[k] for k in RESULT_SETTINGS if k in a}
+        path = self.out / "settings.json"
+        if path.exists():
+            saved = read_json(path, "settings of the run")
+            changed = sorted(k for k in mine if k in saved and saved[k] != mine[k])
+            if changed:
+                raise InterpError(f"{self.out} holds cells computed with other {', '.join(changed)} "
+                                  f"({', '.join(f'{k}={saved[k]}' for k in changed)}); rerun with those "
+                                  "settings or choose a new --out.")
+        atomic_write_json(path, mine)
 
     def document(self, cells: list[dict]) -> dict:
         m, a = self.m, self.args
@@ -180,13 +237,14 @@ class Experiment:
 
     @staticmethod
     def table(doc: dict) -> str:
-        lines = ["| method | fraction | length | NIAH acc | ppl | KV bytes / full | decode tok/s |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = ["| method | fraction | length | NIAH acc | ppl | KV bytes / full | peak RSS MB | "
+                 "decode tok/s |",
+                 "|---|---|---|---|---|---|---|---|"]
         for c in doc["cells"]:
             name = c["method"] + (str(c["draw"]) if c["method"] == "random" else "")
             lines.append(f"| {name} | {c['fraction']:g} | {c['length']} | {c['accuracy']:.2f} | "
                          f"{c['perplexity']:.2f} | {c['kv_bytes'] / c['kv_bytes_full']:.2f} | "
-                         f"{c['decode_tok_s']:.1f} |")
+                         f"{c.get('peak_rss_mb', float('nan')):.0f} | {c['decode_tok_s']:.1f} |")
         return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ recent window for the rest, chosen from head scores.
 from interp.intervene.compress.cache import CompressedCache, HeadSplitLayer
 from interp.intervene.compress.context import compress
 from interp.intervene.compress.policy import KVPolicy, PolicyError
+from interp.intervene.compress.prefill import prefill
 from interp.intervene.compress.select import kv_head_scores, select_kv_heads, top_fraction
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
            "PolicyError",
            "compress",
            "kv_head_scores",
+           "prefill",
            "select_kv_heads",
            "top_fraction",
 ]
