@@ -148,7 +148,7 @@ def _retrieval_available():
 
 @register("retrieval", RetrievalScan,
           "retrieval heads: copy-paste attention during needle-in-a-haystack decoding " "(Wu et al. 2024)",
-          _retrieval_available, own_calibration=True)
+          _retrieval_available)
 def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
     import torch
 
@@ -164,12 +164,11 @@ def retrieval(model, config: RetrievalScan, ctx: Context) -> AnalysisResult:
 
     def compute(group):
         # a fresh prefix cache per unit: each unit is computed alike alone, resumed or on any torchrun rank
-        # (a calibration goes inside each generate call: run_trials then decodes left-padded batches)
-        edits = [ctx.calibration.editor()] if ctx.calibration is not None else []
+        # (under a scan's calibration run_trials sees the enclosing editor and decodes left-padded batches)
         return [r.to_json()
                 for batch in run_trials(model, group, batch_size=config.batch_size, prefix=PrefixCache(),
-                                                   edits=edits, max_new_tokens=config.max_new_tokens,
-                                                   score=True, progress=False) for r in batch]
+                                        max_new_tokens=config.max_new_tokens, score=True, progress=False)
+                for r in batch]
 
     parts = ctx.map([(f"trials-{i}", lambda g=g: compute(g)) for i, g in enumerate(groups)],
                     hint="raise retrieval.n_needles or lower retrieval.batch_size")

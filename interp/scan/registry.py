@@ -104,8 +104,6 @@ class Analysis:
     config: type
     help: str
     available: Callable[[], str | None] = lambda: None  # None when usable, else why not
-    # True: applies `ctx.calibration` itself (else the runner wraps the whole run)
-    own_calibration: bool = False
 
     def make_config(self, overrides: dict | None = None):
         """The settings dataclass with `overrides` (unknown keys -> a clear error)."""
@@ -162,16 +160,12 @@ ANALYSES: dict[str, Analysis] = {}
 DEFAULT_ORDER = ("heads", "sinks", "retrieval", "binding", "saliency")
 
 
-def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None, *,
-             own_calibration: bool = False):
-    """Decorator: add `run(model, config, ctx)` to the registry under `name`.
-
-    own_calibration: the analysis places `ctx.calibration` inside its own calls (e.g. around each
-    `generate`); otherwise a scan with a calibration runs the whole analysis inside `interp.calibrate`.
-    """
+def register(name: str, config: type, help: str, available: Callable[[], str | None] = lambda: None):
+    """Decorator: add `run(model, config, ctx)` to the registry under `name`. A scan with a
+    calibration runs every analysis inside `interp.calibrate` (analyzers see enclosing editors)."""
 
     def wrap(run):
-        ANALYSES[name] = Analysis(name, run, config, help, available, own_calibration)
+        ANALYSES[name] = Analysis(name, run, config, help, available)
         return run
 
     return wrap

@@ -192,7 +192,7 @@ def _scan(model, analyses, out: Path, resume, config, device, dtype, max_memory,
             start, cpu = time.perf_counter(), time.process_time()
             ctx = Context(Parts(out, analysis.name), lambda d, t, n=analysis.name: tick(n, d, t), budget,
                           calibration)
-            with torch.no_grad(), _calibrated(model, None if analysis.own_calibration else calibration):
+            with torch.no_grad(), _calibrated(model, calibration):
                 result = analysis.run(model, configs[analysis.name], ctx)
             doc["analyses"][analysis.name] = _jsonable(result.to_json())
             timings[analysis.name] = {"wall_s": round(time.perf_counter() - start, 2),

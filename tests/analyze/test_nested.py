@@ -135,3 +135,31 @@ def test_saliency_inside_editors_equals_direct_edits(tiny, name):
         direct = explain_text(tiny, prompt, max_new_tokens=3, config=cfg)
     assert nested.token_ids == direct.token_ids
     assert torch.equal(nested.saliency, direct.saliency) and torch.equal(nested.attention, direct.attention)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mode,patcher", [("cached", "engine"), ("full", "engine"), ("cached", "hooks")])
+def test_binding_patching_inside_editors_equals_one_capture(tiny, name, mode, patcher):
+    from interp.analyze.binding.patching import patched_logits, position_ids, residuals
+    from interp.capture import Patch
+
+    base, other = padded_batch(seed=5, lengths=(9, 6, 8)), padded_batch(seed=6, lengths=(7, 9, 5))
+    layers = [0, 1]
+    with _enclosing(tiny, name):
+        _prior_forward(tiny)
+        source = residuals(tiny, other, layers)
+        nested = patched_logits(tiny, base, source, layers, mode=mode, patcher=patcher, unpatched=True)
+    want_rows = []
+    for layer in [*layers, None]:  # the reference: editors and the patch in one capture
+        with torch.no_grad(), interp.capture(tiny, resid_pre=layers, edits=_editors(name)) as rec:
+            tiny.hf(**other, position_ids=position_ids(other["attention_mask"]))
+        patch = [] if layer is None else [Patch(layer=layer, positions=[-1],
+                                                values=rec.resid_pre[layer][:, -1:])]
+        with torch.no_grad(), interp.capture(tiny, edits=[*_editors(name), *patch]):
+            want_rows.append(tiny.hf(**base, position_ids=position_ids(base["attention_mask"]))
+                             .logits[:, -1].float())
+    want = torch.stack(want_rows)
+    torch.testing.assert_close(nested, want, rtol=0, atol=1e-5)
+    plain = patched_logits(tiny, base, residuals(tiny, other, layers), layers, mode=mode, unpatched=True)
+    assert not torch.allclose(plain, want, atol=1e-3)  # the editors matter
+    assert not torch.allclose(want[0], want[-1], atol=1e-3)  # so does the patch

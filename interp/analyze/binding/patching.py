@@ -23,7 +23,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.capture import Patch, capture
+from interp.capture.context import enclosing_editors
 from interp.errors import InterpError, check_index
+from interp.intervene.ablate import HeadAblation
 from interp.models.model import as_model
 
 __all__ = ["decoder_layers", "patched_logits", "patched_logits_nnsight", "position_ids", "residual_patch",
@@ -100,12 +102,18 @@ def patched_logits(model, batch: dict[str, Tensor], source: Float[Tensor, "layer
     earlier positions); `mode="full"` reruns the whole prompt per layer. `patcher="engine"` uses
     `interp.capture(..., edits=[Patch(...)])`; `patcher="hooks"` the local `residual_patch`.
     `unpatched=True` appends one more row: the logits without any patch.
+
+    Inside editors opened around the call (`with interp.calibrate(...)`), `"cached"` is exact only when
+    each of them acts on every pass alone (head ablations); otherwise (a calibration finds its sinks from
+    all the prompt's rows) this runs as `"full"`, so the result always equals one pass per layer.
     """
     if mode not in ("cached", "full"):
         raise InterpError(f"unknown patching mode {mode!r}: use 'cached' or 'full'.")
     if patcher not in ("engine", "hooks"):
         raise InterpError(f"unknown patcher {patcher!r}: use 'engine' or 'hooks'.")
     m = as_model(model)
+    if mode == "cached" and not all(isinstance(e, HeadAblation) for e in enclosing_editors(m)):
+        mode = "full"
     ids, mask = batch["input_ids"], batch["attention_mask"]
     pos = position_ids(mask)
 
