@@ -38,7 +38,7 @@ SCORE_NEEDLES, EVAL_NEEDLES = NEEDLES[: len(NEEDLES) // 2], NEEDLES[len(NEEDLES)
 def shared_prefixes(trials) -> list[tuple[list[int], list]]:
     """Trials grouped by the haystack before their needle: `(common token prefix, trials)` per group,
     the prefix at most one token shorter than the shortest prompt of the group (empty for a lone trial)."""
-    groups: dict[int, list] = {}
+    groups: dict[tuple[int, float], list] = {}  # (length, depth) -> trials
     for t in trials:
         groups.setdefault((t.length, t.depth), []).append(t)
     out = []
@@ -58,6 +58,9 @@ def _stored_bytes(cache) -> int:
 
 
 class Experiment:
+    """The grid of one `interp compress` run in `out` (see the module docstring); `run()` returns the
+    document written to `compress.json`."""
+
     def __init__(self, model, out: Path, args, progress: bool = True):
         self.m, self.out, self.args, self.progress = model, out, args, progress
         self.parts = Parts(out, "cells")
