@@ -58,6 +58,10 @@ CLI = {
                   "--max-new-tokens", "3"], ["agreement.json"]),
     "calibrate": (["--task", "sst2", "--shots", "2", "--dev", "2", "--test", "14", "--batch-size", "4",
                    "--heads", "1.0,2.1", "--no-progress"], ["report.json"]),
+    # in a scan, binding and saliency are one unit each (rank 0's); their nested splits run locally
+    "scan": (["--analyses", "binding,saliency", "--quiet", "--no-report", "--set", "binding.per_position=1",
+              "--set", "binding.accuracy_per_position=1", "--set", "saliency.max_new_tokens=2"],
+             ["scan.json"]),
 }
 
 
