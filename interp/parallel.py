@@ -75,13 +75,13 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    if rank_and_world()[1] > 1:
+    if _world() > 1:
         dist.barrier()
 
 
 def broadcast(obj: Any) -> Any:
-    """Rank 0's `obj` on every rank (`obj` itself in a single process)."""
-    if rank_and_world()[1] == 1:
+    """Rank 0's `obj` on every rank (`obj` itself in a single process or inside a `map_units` unit)."""
+    if _world() == 1:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -89,8 +89,8 @@ def broadcast(obj: Any) -> Any:
 
 
 def on_main(fn: Callable[[], R]) -> R:
-    """`fn()` run on rank 0 only, its result (or its `InterpError`) on every rank."""
-    if rank_and_world()[1] == 1:
+    """`fn()` run on rank 0 only, its result (or its `InterpError`) on every rank (inside a unit: `fn()`)."""
+    if _world() == 1:
         return fn()
     outcome: tuple = (None, None)
     if is_main():
@@ -112,8 +112,11 @@ def local_device(device: str) -> str:
 
 
 def check_same(settings: Any, what: str = "settings") -> None:
-    """Raise `ParallelError` on every rank unless all ranks pass the same (JSON-able) `settings`."""
-    rank, world = rank_and_world()
+    """Raise `ParallelError` on every rank unless all ranks pass the same (JSON-able) `settings`.
+
+    Inside a `map_units` unit (one rank's work) there is nobody to compare with: no check.
+    """
+    world = _world()
     if world == 1:
         return
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
@@ -126,8 +129,11 @@ def check_same(settings: Any, what: str = "settings") -> None:
 
 
 def check_work(n_units: int, what: str, hint: str = "") -> None:
-    """Raise `ParallelError` when there are more ranks than `n_units` work units of `what`."""
-    world = rank_and_world()[1]
+    """Raise `ParallelError` when there are more ranks than `n_units` work units of `what`.
+
+    Inside a `map_units` unit the units run locally, so any count will do.
+    """
+    world = _world()
     if world > n_units:
         raise ParallelError(f"{world} ranks but only {n_units} {what} to share; start at most {n_units} "
                             f"processes (--nproc-per-node){' or ' + hint if hint else ''}.")
@@ -184,6 +190,11 @@ def _run_unit(fn: Callable[[T], R], unit: T) -> R:
         return fn(unit)
     finally:
         _IN_UNIT.reset(token)
+
+
+def _world() -> int:
+    """The ranks a collective call would involve: 1 alone or inside a `map_units` unit."""
+    return 1 if _IN_UNIT.get() else rank_and_world()[1]
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -8,7 +8,8 @@
 `--search` first measures plain accuracy for every template and format and analyses the best one.
 `--pairs N` counterfactuals per n (default 400: every share's 95% interval within +-0.05).
 Writes `binding.json` (with the command that made it) and the plotly figures (`*.html`) to
-`--out`, prints the tables.
+`--out`, prints the tables. Under torchrun the accuracy batches and the batches of pairs
+(`--batch-size` each) are dealt to the ranks; rank 0 writes what one process writes.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="counterfactuals per positional group (overrides --pairs with this x n)")
     parser.add_argument("--accuracy-per-position", type=int, default=10, help="prompts per queried group")
     parser.add_argument("--search", action="store_true", help="try every template x format, analyse the best")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="prompts per forward (and per work unit under torchrun)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/binding"))
     parser.add_argument("--no-figures", action="store_true", help="write binding.json only")
@@ -71,7 +74,7 @@ def _load(ref: str):
     return interp.load(ref)
 
 
-def search(model, groups, per_position: int, seed: int, progress: bool = True) -> list:
+def search(model, groups, per_position: int, seed: int, progress: bool = True, batch_size: int = 32) -> list:
     """Plain accuracy of every template x format (formats the tokenizer supports)."""
     # lazy: start-up (`interp --help` and other commands need none of this)
     from interp.tasks.binding import BindingTask, accuracy
@@ -83,7 +86,7 @@ def search(model, groups, per_position: int, seed: int, progress: bool = True) -
             task = BindingTask(template, model.tokenizer, format=fmt)
             usable = [n for n in groups if n <= task.max_groups]
             reports.append(accuracy(model.hf, model.tokenizer, task, usable, per_position=per_position,
-                                    seed=seed, progress=progress))
+                                    seed=seed, batch_size=batch_size, progress=progress))
     return reports
 
 
@@ -96,6 +99,7 @@ def command(args: argparse.Namespace) -> str:
              "--groups", fmt(args.groups), "--layers", fmt(args.layers)]
     parts += ["--per-position", str(args.per_position)] if args.per_position else ["--pairs", str(args.pairs)]
     parts += ["--accuracy-per-position", str(args.accuracy_per_position), "--seed", str(args.seed)]
+    parts += ["--batch-size", str(args.batch_size)] * (args.batch_size != 32)
     parts += ["--search"] * args.search + ["--out", str(args.out)] + ["--no-figures"] * args.no_figures
     return shlex.join(parts)
 
@@ -105,16 +109,21 @@ def run(args: argparse.Namespace) -> int:
     # lazy: start-up (`interp --help` and other commands need none of this)
     from interp.analyze.binding import BindingConfig, analyze_binding
     from interp.analyze.binding import figures as _figures  # noqa: F401  (loaded up front, like the rest)
+    from interp.parallel import is_main
 
+    if args.batch_size < 1:
+        raise InterpError(f"--batch-size must be >= 1, got {args.batch_size}.")
     model = _load(args.model)
     fmt = args.format
     if fmt == "auto":
         fmt = "chat" if getattr(model.tokenizer, "chat_template", None) else "plain"
-    args.out.mkdir(parents=True, exist_ok=True)
+    if is_main():  # under torchrun rank 0 alone writes
+        args.out.mkdir(parents=True, exist_ok=True)
     task = args.task
     found = []
     if args.search:
-        found = search(model, args.groups, args.accuracy_per_position, args.seed)
+        found = search(model, args.groups, args.accuracy_per_position, args.seed, progress=is_main(),
+                       batch_size=args.batch_size)
         for rep in found:
             print(f"\n{rep.template} / {rep.format}: mean accuracy "
                   f"{sum(rep.by_n.values()) / len(rep.by_n):.2f}")
@@ -125,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
     config = BindingConfig(template=task, format=fmt, groups=args.groups, layers=args.layers,
                            pairs=args.pairs, per_position=args.per_position,
                            accuracy_per_position=args.accuracy_per_position,
-                           seed=args.seed)
+                           seed=args.seed, batch_size=args.batch_size)
     result = analyze_binding(model, model.tokenizer, config)
+    if not is_main():
+        return 0
     summary = result.to_json()
     summary["search"] = [r.to_json() for r in found]
     summary["model"] = args.model

@@ -4,7 +4,8 @@
     interp saliency whisper-tiny.en --input data/speech/meeting.wav --method input_x_gradient --out runs/sal
 
 An input ending in `.wav` is audio (speech models), anything else a text prompt. Several `--input`
-are pooled: every generated token of every input is one row of the agreement statistics.
+are pooled: every generated token of every input is one row of the agreement statistics; under
+torchrun the inputs are dealt to the ranks and rank 0 writes what one process writes.
 Writes `<out>/agreement.json` (tables with bootstrap CIs, per-input details), `<out>/reports.pt`
 (the raw maps, `SaliencyReport(**d)` for each dict), `<out>/heads.html`
 (agreement by layer x head) and `<out>/token.html` (attention vs saliency for one token), and
@@ -91,7 +92,9 @@ def explain(args: argparse.Namespace, model=None) -> dict:
     import torch  # lazy: start-up (`interp saliency --help` loads none of this)
 
     from interp.analyze.agreement import pooled_head_grid, pooled_table
-    from interp.analyze.saliency import METHODS, SaliencyConfig, explain_speech, explain_text
+    from interp.analyze.saliency import METHODS, SaliencyConfig
+    from interp.analyze.saliency_inputs import explain_inputs
+    from interp.parallel import is_main
 
     if args.method not in METHODS:
         raise InterpError(f"Unknown saliency method {args.method!r}; choose one of {', '.join(METHODS)}.")
@@ -104,21 +107,8 @@ def explain(args: argparse.Namespace, model=None) -> dict:
         show_progress=args.progress,
     )
     m = model if model is not None else _load(args.model)
-    reports = []
-    for item in args.input:
-        if item.lower().endswith(".wav"):
-            # lazy: start-up (`interp --help` and other commands need none of this)
-            from interp.tasks.speech import load_wav
-
-            if not m.hf.config.is_encoder_decoder:
-                raise InterpError(f"{item} is audio but {args.model} is a text model; give a text prompt.")
-            reports.append(
-                explain_speech(m, load_wav(item), max_new_tokens=args.max_new_tokens or 64, config=cfg)
-            )
-        else:
-            reports.append(
-                explain_text(m, item, max_new_tokens=args.max_new_tokens or 8, config=cfg, chat=args.chat)
-            )
+    reports = explain_inputs(m, args.input, max_new_tokens=args.max_new_tokens, config=cfg, chat=args.chat,
+                             progress=args.progress)
     if args.drop_first:
         reports = [r.drop_first(args.drop_first) for r in reports]
     table = pooled_table(reports, per_head=args.per_head, k=args.k, region=args.region)
@@ -134,6 +124,8 @@ def explain(args: argparse.Namespace, model=None) -> dict:
         "pearson_by_head": pooled_head_grid(reports).tolist(),
         "per_input": [r.to_json(k=args.k, region=args.region) for r in reports],
     }
+    if not is_main():  # under torchrun rank 0 alone writes and prints
+        return doc
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "agreement.json").write_text(json.dumps(doc, indent=1))
     torch.save([vars(r) for r in reports], args.out / "reports.pt")  # SaliencyReport(**d) rebuilds one

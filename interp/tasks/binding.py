@@ -39,7 +39,6 @@ Example:
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -48,6 +47,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.parallel import map_units
+from interp.progress import bar
 from interp.tasks.binding_templates import FORMATS, TEMPLATES, Format, Template, vocabulary
 from interp.tasks.binding_templates import sentence as _sentence
 
@@ -310,29 +311,37 @@ def accuracy(model, tokenizer, task: BindingTask, groups: list[int], *, per_posi
     """Accuracy of `model` on `task` for each n in `groups`, `per_position` prompts per queried group.
 
     Memory: one forward of `batch_size` prompts at a time (logits of the last position only are kept).
+    Under torchrun (`interp.parallel.init()` first) the batches are dealt to the ranks and merged in
+    order; every rank returns the same report.
 
     >>> # report = accuracy(model, tokenizer, BindingTask("boxes", tokenizer), [3, 5])
     >>> # print(report.table())
     """
-    from rich.progress import track
-
     rng = random.Random(seed)
-    by_n, by_pos, counts, any_top = {}, {}, {}, {}
+    prompts = {n: [task.sample(n, rng=rng, query=q) for q in range(n) for _ in range(per_position)]
+               for n in groups}
+    units = [(n, i) for n in groups for i in range(0, len(prompts[n]), batch_size)]
     device = next(model.parameters()).device
-    for n in track(groups, description=f"accuracy {task.template.name}", disable=not progress):
-        prompts = [task.sample(n, rng=rng, query=q) for q in range(n) for _ in range(per_position)]
-        hits, vocab_hits = defaultdict(int), 0
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i: i + batch_size]
-            tp = tokenize_prompts(tokenizer, chunk)
-            logits = model(**{k: v.to(device) for k, v in tp.batch().items()}).logits[:, -1].float().cpu()
-            pred = logits.gather(1, tp.candidates).argmax(-1)
-            top = logits.argmax(-1)
-            for p, g, t, c in zip(chunk, pred.tolist(), top.tolist(), tp.candidates):
-                hits[p.query] += g == p.query
-                vocab_hits += t == c[p.query].item()
-        by_pos[n] = [hits[q] / per_position for q in range(n)]
-        by_n[n] = sum(hits.values()) / len(prompts)
-        any_top[n] = vocab_hits / len(prompts)
-        counts[n] = len(prompts)
+
+    def unit(u: tuple[int, int]) -> tuple[list[int], list[bool]]:
+        """One batch: the predicted candidate and whether the vocabulary's top token is the answer."""
+        chunk = prompts[u[0]][u[1]: u[1] + batch_size]
+        tp = tokenize_prompts(tokenizer, chunk)
+        logits = model(**{k: v.to(device) for k, v in tp.batch().items()}).logits[:, -1].float().cpu()
+        top = logits.argmax(-1)
+        return (logits.gather(1, tp.candidates).argmax(-1).tolist(),
+                [t == c[p.query].item() for p, t, c in zip(chunk, top.tolist(), tp.candidates)])
+
+    with bar(enabled=progress) as display:
+        job = display.add_task(f"accuracy {task.template.name}", total=len(units))
+        done = map_units(unit, units, on_done=lambda i, r: display.advance(job))
+    by_n, by_pos, counts, any_top = {}, {}, {}, {}
+    for n in groups:
+        pred = [g for (m, _), r in zip(units, done) if m == n for g in r[0]]
+        top = [t for (m, _), r in zip(units, done) if m == n for t in r[1]]
+        hits = [sum(g == p.query for g, p in zip(pred, prompts[n]) if p.query == q) for q in range(n)]
+        by_pos[n] = [h / per_position for h in hits]
+        by_n[n] = sum(hits) / len(prompts[n])
+        any_top[n] = sum(top) / len(prompts[n])
+        counts[n] = len(prompts[n])
     return AccuracyReport(task.template.name, task.format, by_n, by_pos, counts, any_top)

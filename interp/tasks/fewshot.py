@@ -36,7 +36,8 @@ from torch import Tensor
 
 from interp.bootstrap import mean_ci
 from interp.errors import InterpError
-from interp.progress import track
+from interp.parallel import check_same, is_main, map_units
+from interp.progress import bar
 from interp.resources import data_path
 
 DEFAULT_DATA = data_path("fewshot")
@@ -194,14 +195,22 @@ def label_logprobs(model, prompts: Sequence[str], label_ids: Sequence[int], *, b
     """Next-token log-probabilities of the label tokens after each prompt (batched, left-padded).
 
     Memory: one forward of `batch_size` prompts; lower it for long prompts.
+    Under torchrun (`interp.parallel.init()` first) the batches are dealt to the ranks and merged in
+    order: every rank returns what one process returns (idle ranks wait when batches are fewer).
     """
     ids = torch.tensor(list(label_ids))
-    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    out = []
-    for chunk in track(batches, description, enabled=progress):
-        batch = model.encode(list(chunk))
+    batches = [list(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    check_same({"prompts": batches, "labels": ids.tolist(), "model": getattr(model, "name", "")},
+               "prompts or label words")
+
+    def unit(chunk: list[str]) -> Float[Tensor, "batch label"]:
+        batch = model.encode(chunk)
         logits = model.hf(**batch).logits[:, -1].float()
-        out.append(torch.log_softmax(logits, -1)[:, ids.to(logits.device)].cpu())
+        return torch.log_softmax(logits, -1)[:, ids.to(logits.device)].cpu()
+
+    with bar(enabled=progress and is_main(), transient=True) as display:
+        job = display.add_task(description, total=len(batches))
+        out = map_units(unit, batches, on_done=lambda i, r: display.advance(job))
     return torch.cat(out)
 
 

@@ -23,9 +23,11 @@ import torch
 
 from interp.analyze.binding.mixing import MixingData, TermComparison, compare_terms
 from interp.analyze.binding.patching import decoder_layers
-from interp.analyze.binding.sweep import LABELS, Sweep, share_interval, sweep
+from interp.analyze.binding.sweep import LABELS, Sweep, share_interval
+from interp.analyze.binding.sweep import sweeps as sweep_all
 from interp.errors import InterpError, check_index
 from interp.models.model import as_model
+from interp.parallel import check_same, check_work, is_main
 from interp.tasks.binding import BindingTask, accuracy
 
 __all__ = ["BindingConfig", "BindingResult", "analyze_binding", "choose_read_layer", "fit_at_layer"]
@@ -158,6 +160,9 @@ def analyze_binding(model, tokenizer, config: BindingConfig | None = None, *,
 
     Runtime: per n, three full forwards of `pairs` prompts plus one last-token forward per swept
     layer (KV-cached); the term comparison fits seven small models (seconds).
+    Under torchrun (`interp.parallel.init()` first) the accuracy batches and the sweep's batches of
+    pairs are dealt to the ranks; every rank returns the result one process returns (the term
+    comparison, seconds, runs on every rank).
     """
     from rich.progress import Progress
 
@@ -177,17 +182,17 @@ def analyze_binding(model, tokenizer, config: BindingConfig | None = None, *,
         task._check_n(n, minimum=3)
         if config.pairs_for(n) < 2:
             raise InterpError(f"{config.pairs_for(n)} counterfactual pairs for n={n}: use --pairs 2 or more.")
+    units = sum(-(-config.pairs_for(n) // config.batch_size) for n in config.groups)
+    check_same({**config.__dict__, "model": as_model(model).name}, "binding settings")  # before any work
+    check_work(units, f"batches of {config.batch_size} counterfactual pairs", "lower the batch size")
     hf.eval()
     report = accuracy(hf, tokenizer, task, list(config.groups), per_position=config.accuracy_per_position,
-                      seed=config.seed, batch_size=config.batch_size, progress=progress)
-    sweeps = {}
-    total = sum(-(-config.pairs_for(n) // config.batch_size) for n in config.groups)
-    with Progress(disable=not progress) as bar:
-        job = bar.add_task(f"patching {len(layers)} layers", total=total)
-        for n in config.groups:
-            sweeps[n] = sweep(model, tokenizer, task, n, layers, pairs=config.pairs_for(n), seed=config.seed,
-                              batch_size=config.batch_size, mode=config.mode,
-                              progress=lambda: bar.update(job, advance=1))
+                      seed=config.seed, batch_size=config.batch_size, progress=progress and is_main())
+    with Progress(disable=not (progress and is_main())) as bar:  # under torchrun rank 0 alone draws
+        job = bar.add_task(f"patching {len(layers)} layers", total=units)
+        sweeps = sweep_all(model, tokenizer, task, {n: config.pairs_for(n) for n in config.groups}, layers,
+                           seed=config.seed, batch_size=config.batch_size, mode=config.mode,
+                           progress=lambda: bar.update(job, advance=1))
     read = choose_read_layer(sweeps)
     result = BindingResult(config, report, sweeps, read)
     result.fit, result.terms = fit_at_layer(sweeps, read, config.train_fraction, config.seed,

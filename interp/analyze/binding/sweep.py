@@ -24,9 +24,11 @@ from torch import Tensor
 from interp.analyze.binding.mixing import MixingData
 from interp.analyze.binding.patching import patched_logits, residuals
 from interp.models.model import as_model
+from interp.parallel import check_same, check_work, map_units
 from interp.tasks.binding import BindingTask, Counterfactual, tokenize_prompts
 
-__all__ = ["LABELS", "Sweep", "outcome_labels", "share_interval", "shares", "sweep"]
+__all__ = ["LABELS", "Sweep", "counterfactuals", "outcome_labels", "patch_batch", "share_interval", "shares",
+           "sweep", "sweeps"]
 
 LABELS = ("positional", "lexical", "reflexive", "no effect", "other")
 
@@ -94,26 +96,61 @@ class Sweep:
                           t("reflexive"))
 
 
+def counterfactuals(task: BindingTask, n: int, pairs: int, seed: int = 0) -> list[Counterfactual]:
+    """`pairs` counterfactuals with n groups, the positional group cycling over 0..n-1 (seeded per n)."""
+    rng = random.Random(seed * 1000 + n)
+    return [task.counterfactual(n, rng=rng, positional=p) for p in sorted(i % n for i in range(pairs))]
+
+
+def patch_batch(model, tokenizer, chunk: list[Counterfactual], layers: list[int], mode: str = "cached"
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """One batch of pairs: the patched candidate probs `[layer, batch, group]`, the unpatched ones and the
+    counterfactual prompt's own `[batch, group]` (softmax over the n candidates, on CPU)."""
+    device = next(as_model(model).hf.parameters()).device
+    orig = tokenize_prompts(tokenizer, [c.original for c in chunk])
+    cf = tokenize_prompts(tokenizer, [c.counterfactual for c in chunk])
+    ob = {k: v.to(device) for k, v in orig.batch().items()}
+    cb = {k: v.to(device) for k, v in cf.batch().items()}
+    src, cf_logits = residuals(model, cb, layers, with_logits=True)
+    logits = patched_logits(model, ob, src, layers, mode=mode, unpatched=True).cpu()
+    cand = orig.candidates
+    return (logits[:-1].gather(2, cand[None].expand(len(layers), -1, -1)).softmax(-1),
+            logits[-1].gather(1, cand).softmax(-1), cf_logits.cpu().gather(1, cf.candidates).softmax(-1))
+
+
+def sweeps(model, tokenizer, task: BindingTask, pairs: dict[int, int], layers: list[int], *, seed: int = 0,
+           batch_size: int = 32, mode: str = "cached", progress=None) -> dict[int, Sweep]:
+    """`sweep` for every n of `pairs` (n -> number of pairs); the batches of all n form one list of units.
+
+    Under torchrun (`interp.parallel.init()` first) the units (one batch of `batch_size` pairs of one n)
+    are dealt to the ranks and merged in order: every rank returns what one process returns.
+    `progress()` is called once per finished batch, on every rank.
+    """
+    check_same({"pairs": pairs, "layers": list(layers), "seed": seed, "batch_size": batch_size, "mode": mode,
+                "task": [task.template.name, task.format], "model": as_model(model).name},
+               "binding settings")
+    cfs = {n: counterfactuals(task, n, count, seed) for n, count in pairs.items()}
+    units = [(n, i) for n, c in cfs.items() for i in range(0, len(c), batch_size)]
+    check_work(len(units), f"batches of {batch_size} counterfactual pairs", "lower the batch size")
+
+    def unit(u: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        n, start = u
+        return patch_batch(model, tokenizer, cfs[n][start: start + batch_size], layers, mode)
+
+    done = map_units(unit, units, on_done=lambda i, r: progress and progress())
+    out = {}
+    for n, c in cfs.items():
+        parts = [r for (m, _), r in zip(units, done) if m == n]
+        probs, base, cf_probs = zip(*parts)
+        out[n] = Sweep(n, list(layers), c, torch.cat(probs, 1), torch.cat(base), torch.cat(cf_probs))
+    return out
+
+
 def sweep(model, tokenizer, task: BindingTask, n: int, layers: list[int], *, pairs: int = 400,
           seed: int = 0, batch_size: int = 32, mode: str = "cached", progress=None) -> Sweep:
-    """Build `pairs` counterfactuals (positional group cycling over 0..n-1) and patch them at every layer."""
-    rng = random.Random(seed * 1000 + n)
-    positions = sorted(i % n for i in range(pairs))
-    pairs = [task.counterfactual(n, rng=rng, positional=p) for p in positions]
-    device = next(as_model(model).hf.parameters()).device
-    probs, base, cf_probs = [], [], []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i: i + batch_size]
-        orig = tokenize_prompts(tokenizer, [c.original for c in chunk])
-        cf = tokenize_prompts(tokenizer, [c.counterfactual for c in chunk])
-        ob = {k: v.to(device) for k, v in orig.batch().items()}
-        cb = {k: v.to(device) for k, v in cf.batch().items()}
-        src, cf_logits = residuals(model, cb, layers, with_logits=True)
-        logits = patched_logits(model, ob, src, layers, mode=mode, unpatched=True).cpu()
-        cand = orig.candidates
-        probs.append(logits[:-1].gather(2, cand[None].expand(len(layers), -1, -1)).softmax(-1))
-        base.append(logits[-1].gather(1, cand).softmax(-1))
-        cf_probs.append(cf_logits.cpu().gather(1, cf.candidates).softmax(-1))
-        if progress is not None:
-            progress()
-    return Sweep(n, list(layers), pairs, torch.cat(probs, 1), torch.cat(base), torch.cat(cf_probs))
+    """Build `pairs` counterfactuals (positional group cycling over 0..n-1) and patch them at every layer.
+
+    Under torchrun the batches are dealt to the ranks (see `sweeps`).
+    """
+    return sweeps(model, tokenizer, task, {n: pairs}, layers, seed=seed, batch_size=batch_size, mode=mode,
+                  progress=progress)[n]
