@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depths", type=_floats, default=[0.2, 0.5, 0.8], help="evaluation needle depths")
     p.add_argument("--random-draws", type=int, default=3)
     p.add_argument("--score-lengths", type=_ints, default=[512], help="retrieval-scan context lengths")
-    p.add_argument("--duo-steps", type=int, default=100, help="DuoAttention gate training steps (~5 s each on CPU)")
+    p.add_argument("--duo-steps", type=int, default=100,
+                   help="DuoAttention gate training steps (~5 s each on CPU)")
     p.add_argument("--duo-length", type=int, default=512)
     p.add_argument("--duo-window", type=int, default=64, help="streaming window while training gates")
     p.add_argument("--max-new-tokens", type=int, default=8)
