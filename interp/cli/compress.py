@@ -92,5 +92,6 @@ def run(args) -> int:
     doc = exp.run()
     save(doc)
     print(exp.table(doc))
+    print(exp.pivot(doc))
     print(json.dumps({"out": str(out), "files": ["compress.json", "compress.html"]}))
     return 0

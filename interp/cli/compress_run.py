@@ -26,6 +26,7 @@ from interp.intervene.compress.heuristics import random_scores, sink_scores
 from interp.intervene.compress.select import kv_head_scores, top_fraction
 from interp.memory import PeakRSS, trim_heap
 from interp.progress import track
+from interp.report.compress import cell_name
 from interp.scan.store import Parts, atomic_write_json, read_json
 from interp.tasks.niah import HELDOUT_TEXT, NEEDLES, NiahConfig, build_trials, read_haystack, rouge1_recall
 
@@ -244,11 +245,29 @@ class Experiment:
                  "decode tok/s |",
                  "|---|---|---|---|---|---|---|---|"]
         for c in doc["cells"]:
-            name = c["method"] + (str(c["draw"]) if c["method"] == "random" else "")
-            lines.append(f"| {name} | {c['fraction']:g} | {c['length']} | {c['accuracy']:.2f} | "
+            lines.append(f"| {cell_name(c)} | {c['fraction']:g} | {c['length']} | {c['accuracy']:.2f} | "
                          f"{c['perplexity']:.2f} | {c['kv_bytes'] / c['kv_bytes_full']:.2f} | "
                          f"{c.get('peak_rss_mb', float('nan')):.0f} | {c['decode_tok_s']:.1f} |")
         return "\n".join(lines)
+
+    @staticmethod
+    def pivot(doc: dict) -> str:
+        """Recalled trials per method (rows) and full-head fraction (columns), one table per length; the
+        header row gives the KV bytes / uncompressed of each fraction."""
+        out = []
+        for length in sorted({c["length"] for c in doc["cells"]}):
+            cells = [c for c in doc["cells"] if c["length"] == length]
+            fracs = sorted({c["fraction"] for c in cells})
+            kv = {c["fraction"]: c["kv_bytes"] / c["kv_bytes_full"] for c in cells}
+            out += [f"| {length} tokens | " + " | ".join(f"{f:g} (KV {kv[f]:.2f})" for f in fracs) + " |",
+                    "|---" * (len(fracs) + 1) + "|"]
+            for name in dict.fromkeys(cell_name(c) for c in cells):
+                row = {c["fraction"]: c for c in cells if cell_name(c) == name}
+                hits = [f"{sum(row[f]['recalled'])}/{len(row[f]['recalled'])}" if f in row else ""
+                        for f in fracs]
+                out.append(f"| {name} | " + " | ".join(hits) + " |")
+            out.append("")
+        return "\n".join(out)
 
 
 def summarise(cells: list[dict], lengths) -> dict:

@@ -26,7 +26,8 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px
         "table{border-collapse:collapse;font-size:12px} td,th{padding:2px 6px;border-bottom:1px solid #eee}")
 
 
-def _name(c: dict) -> str:
+def cell_name(c: dict) -> str:
+    """A cell's method, with the draw for random selections ("random2")."""
     return c["method"] + (str(c["draw"]) if c["method"] == "random" else "")
 
 
@@ -54,7 +55,8 @@ def pareto_figure(doc: dict) -> go.Figure:
             style = {"mode": "markers+lines" if meth != "random" else "markers",
                      "legendgroup": f"{meth}{length}",
                      "marker": {"color": _COLORS.get(meth), "symbol": _SYMBOLS[lengths.index(length) % 5]},
-                     "text": [f"{_name(c)}, fraction {c['fraction']:g}, {length} tokens" for c in rows]}
+                     "text": [f"{cell_name(c)}, fraction {c['fraction']:g}, {length} tokens"
+                              for c in rows]}
             fig.add_trace(go.Scatter(x=x, y=acc, name=f"{meth} @ {length}", **style, error_y={
                 "type": "data", "symmetric": False, "array": [hi - a for a, (lo, hi) in zip(acc, ci)],
                 "arrayminus": [a - lo for a, (lo, hi) in zip(acc, ci)], "thickness": 1}), row=1, col=1)
@@ -77,7 +79,8 @@ def cells_table(doc: dict) -> str:
         k, n = _hits(c)
         lo, hi = wilson(k, n)
         rss = c.get("peak_rss_mb")
-        vals = (_name(c), f"{c['fraction']:g}", c["length"], f"{k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}]",
+        vals = (cell_name(c), f"{c['fraction']:g}", c["length"],
+                f"{k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}]",
                 f"{c['perplexity']:.2f}", f"{c['kv_bytes'] / c['kv_bytes_full']:.2f}",
                 f"{c['stored_bytes'] / 2**20:.1f}", "" if rss is None else f"{rss:.0f}",
                 f"{c['prefill_s']:.1f}", f"{c['decode_tok_s']:.1f}")

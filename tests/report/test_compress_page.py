@@ -34,3 +34,11 @@ def test_page_has_intervals_cells_and_summary(tmp_path):
     write_page(doc, tmp_path / "compress.html")
     page = (tmp_path / "compress.html").read_text()
     assert "<b>0.25</b>" in page and "Jaccard overlap 0.50" in page and "window=8" in page
+
+
+def test_pivot_counts_recalled_trials_per_fraction():
+    from interp.cli.compress_run import Experiment
+
+    lines = Experiment.pivot(_doc()).splitlines()
+    assert lines[0] == "| 64 tokens | 0.25 (KV 0.25) | 1 (KV 1.00) |"
+    assert "| retrieval | 3/4 |  |" in lines and "| random1 | 1/4 |  |" in lines and "| full |  | 3/4 |" in lines
