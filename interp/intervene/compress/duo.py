@@ -8,7 +8,7 @@ the question and answer) of synthetic passkey prompts, plus `l1 * sum(alpha)`, w
 loss, regulariser weight 0.05 and learning rate 0.02). High gates are heads that need the whole
 context. The passkeys are numbers, disjoint from the NIAH needles used for evaluation.
 
-    >>> gates = train_gates(m, DuoConfig(steps=40, length=512, window=64))      # doctest: +SKIP
+    >>> gates = train_gates(m, DuoConfig(steps=100, length=512, window=64))      # doctest: +SKIP
     >>> policy = select_kv_heads(m, gates, fraction=0.25, sink=4, window=256)  # doctest: +SKIP
 
 Memory: one prompt's activations for backward (`length` tokens; 512 on SmolLM2 is ~1 GB).
@@ -34,7 +34,7 @@ from interp.tasks.niah import DEFAULT_HAYSTACK, read_haystack
 class DuoConfig:
     """Gate training: `steps` prompts of `length` tokens, streaming mask `sink` + `window`."""
 
-    steps: int = 40
+    steps: int = 100
     length: int = 512
     sink: int = 4
     window: int = 64
