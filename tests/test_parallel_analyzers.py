@@ -35,7 +35,12 @@ def same(a, b) -> bool:
 def test_analyzers_two_ranks_equal_one_and_bad_setups_fail(tiny, tmp_path):
     import parallel_analyzers_job
 
-    alone = parallel_analyzers_job.run(tiny)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's ranks (OMP_NUM_THREADS=1): the same float reduction order
+    try:
+        alone = parallel_analyzers_job.run(tiny)
+    finally:
+        torch.set_num_threads(threads)
     check(torchrun(HERE / "parallel_analyzers_job.py", tiny, tmp_path / "two.pt"))
     two = torch.load(tmp_path / "two.pt", weights_only=False)
     bad = two.pop("bad")
