@@ -24,7 +24,7 @@ from torch import Tensor
 from interp.analyze.decoding import PrefixCache, greedy, supports_prefix_decoding
 from interp.capture import AttentionCall, Probe, capture
 from interp.capture.context import enclosing_editors
-from interp.intervene.ablate import HeadAblation
+from interp.intervene.ablate import acts_per_pass
 from interp.models.model import as_model
 from interp.progress import bar as progress_bar
 from interp.tasks.niah import Trial, batches, rouge1_recall
@@ -173,7 +173,7 @@ def run_trials(
     """
     m = as_model(model)
     every = [*edits, *enclosing_editors(m)]
-    if not all(isinstance(e, HeadAblation) for e in every) or not supports_prefix_decoding(m.hf):
+    if not acts_per_pass(every) or not supports_prefix_decoding(m.hf):
         yield from _run_padded(m, trials, batch_size, max_new_tokens, edits, score, progress)
         return
     tok, pad_id, eos = m.tokenizer, _pad_id(m.tokenizer), _eos_ids(m)

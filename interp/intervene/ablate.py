@@ -125,6 +125,13 @@ class HeadAblation(Probe):
         return z
 
 
+def acts_per_pass(editors: Sequence[Probe]) -> bool:
+    """True when every editor is a head ablation: each acts on every forward pass alone and row by row,
+    so a shortcut that reuses a cached prefix (or feeds the last token on its own) stays exact. Other
+    editors may not: a calibration finds its sinks from all of a prompt's rows."""
+    return all(isinstance(e, HeadAblation) for e in editors)
+
+
 def expand_heads(
     heads: Iterable[Head], n_heads: int, n_kv_heads: int, kv_groups: bool = False, check=None
 ) -> list[Head]:
@@ -204,4 +211,5 @@ def mean_z(model, batches: Iterable[dict], layers: Sequence[int] | None = None) 
     return {l: (probe.sums[l] / probe.counts[l]).float() for l in sorted(probe.sums)}
 
 
-__all__ = ["MODES", "PHASES", "HeadAblation", "ablate", "expand_heads", "is_prefill", "mean_z"]
+__all__ = ["MODES", "PHASES", "HeadAblation", "ablate", "acts_per_pass", "expand_heads", "is_prefill",
+           "mean_z"]

@@ -25,7 +25,7 @@ from torch import Tensor
 from interp.capture import Patch, capture
 from interp.capture.context import enclosing_editors
 from interp.errors import InterpError, check_index
-from interp.intervene.ablate import HeadAblation
+from interp.intervene.ablate import acts_per_pass
 from interp.models.model import as_model
 
 __all__ = ["decoder_layers", "patched_logits", "patched_logits_nnsight", "position_ids", "residual_patch",
@@ -112,7 +112,7 @@ def patched_logits(model, batch: dict[str, Tensor], source: Float[Tensor, "layer
     if patcher not in ("engine", "hooks"):
         raise InterpError(f"unknown patcher {patcher!r}: use 'engine' or 'hooks'.")
     m = as_model(model)
-    if mode == "cached" and not all(isinstance(e, HeadAblation) for e in enclosing_editors(m)):
+    if mode == "cached" and not acts_per_pass(enclosing_editors(m)):
         mode = "full"
     ids, mask = batch["input_ids"], batch["attention_mask"]
     pos = position_ids(mask)
