@@ -26,7 +26,7 @@ def one(mode: str, length: int, fraction: float, sink: int, window: int, n_decod
     import torch
 
     import interp
-    from interp.intervene.compress import prefill, select_kv_heads
+    from interp.intervene.compress import cache_bytes, prefill, select_kv_heads
     from interp.intervene.compress.heuristics import random_scores
     from interp.tasks.niah import HELDOUT_TEXT, read_haystack
 
@@ -53,8 +53,7 @@ def one(mode: str, length: int, fraction: float, sink: int, window: int, n_decod
             out = m.hf(input_ids=tok, cache=cache, use_cache=True, logits_to_keep=1)
             cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
         t2, c2 = time.perf_counter(), time.process_time()
-    stored = cache.stored_bytes() if hasattr(cache, "stored_bytes") else sum(
-        2 * layer.keys.numel() * layer.keys.element_size() for layer in cache.layers)
+    stored = cache_bytes(cache)
     return {"mode": mode, "length": length, "fraction": fraction if mode == "compressed" else 1.0,
             "prefill_chunk": chunk,
             "kv_bytes_stored": stored,

@@ -20,9 +20,10 @@ from interp.analyze.prune import heldout_windows
 from interp.analyze.retrieval import retrieval_scores
 from interp.analyze.trials import RECALL_THRESHOLD
 from interp.errors import InterpError
-from interp.intervene.compress import KVPolicy, compress, prefill, select_kv_heads
+from interp.intervene.compress import KVPolicy, cache_bytes, compress, prefill, select_kv_heads
 from interp.intervene.compress.duo import DuoConfig, train_gates
 from interp.intervene.compress.heuristics import random_scores, sink_scores
+from interp.intervene.compress.prefill import output_cache
 from interp.intervene.compress.select import kv_head_scores, top_fraction
 from interp.memory import PeakRSS, trim_heap
 from interp.progress import track
@@ -50,12 +51,6 @@ def shared_prefixes(trials) -> list[tuple[list[int], list]]:
             n = next((i for i in range(n) if t.input_ids[i] != first[i]), n)
         out.append((first[:n], group))
     return out
-
-
-def _stored_bytes(cache) -> int:
-    if hasattr(cache, "stored_bytes"):
-        return cache.stored_bytes()
-    return sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers)
 
 
 class Experiment:
@@ -123,7 +118,7 @@ class Experiment:
             out, t_pre, t_dec, cache = self._greedy(t.input_ids[len(prefix):], shared, n_new)
             recalled[t.id] = rouge1_recall(t.needle.answer, m.tokenizer.decode(out)) > RECALL_THRESHOLD
             timing[0], timing[1] = timing[0] + t_pre, timing[1] + t_dec
-            stored = max(stored, _stored_bytes(cache))
+            stored = max(stored, cache_bytes(cache))
 
         trim_heap()  # so freed memory of earlier cells does not count as this cell's
         with compress(m, policy) if policy is not None else nullcontext():
@@ -161,7 +156,7 @@ class Experiment:
         for _ in range(n_new - 1):
             res = m.hf(input_ids=torch.tensor([[tokens[-1]]], device=m.device), cache=cache, use_cache=True,
                        logits_to_keep=1)
-            cache = res.cache if hasattr(res, "cache") else res.past_key_values
+            cache = output_cache(res)
             tokens.append(int(res.logits[0, -1].argmax()))
         return tokens, t1 - t0, time.perf_counter() - t1, cache
 
@@ -175,7 +170,7 @@ class Experiment:
                 piece, target = ids[:, start:start + self.chunk], ids[0, start + 1:start + self.chunk + 1]
                 past = {"cache": cache} if cache is not None else {}
                 res = self.m.hf(input_ids=piece, use_cache=True, **past)
-                cache = res.cache if hasattr(res, "cache") else res.past_key_values
+                cache = output_cache(res)
                 logits = res.logits[0, : len(target)].float()
                 total += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
                 count += len(target)

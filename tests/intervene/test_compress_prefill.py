@@ -7,7 +7,7 @@ from tiny import tiny_model
 
 import interp
 from interp.errors import InterpError
-from interp.intervene.compress import prefill
+from interp.intervene.compress import cache_bytes, prefill
 
 pytestmark = pytest.mark.fast
 
@@ -35,6 +35,7 @@ def test_chunked_compressed_prefill_matches_masked_simulation(chunk):
     assert torch.equal(tokens, want.sequences[:, ids.shape[1]:])
     torch.testing.assert_close(logits, torch.stack(want.logits), atol=1e-4, rtol=0)
     assert all(layer.s_keys.shape[2] <= 2 + 4 for layer in cache.layers)
+    assert cache_bytes(cache) == kv.kv_bytes(ids.shape[1] + 4, batch=2)
 
 
 def test_prefill_from_a_shared_prefix_equals_the_whole_prompt():
@@ -57,5 +58,6 @@ def test_uncompressed_chunked_prefill_equals_one_pass():
         want = model(input_ids=ids).logits[:, -1]
     torch.testing.assert_close(logits, want, atol=1e-5, rtol=0)
     assert cache.get_seq_length() == 19
+    assert cache_bytes(cache) == 2 * 2 * 2 * 2 * 19 * 8 * 4  # layers, (k, v), batch, kv heads, n, d, fp32
     with pytest.raises(InterpError, match="chunk"):
         prefill(model, ids, chunk=0)

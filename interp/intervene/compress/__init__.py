@@ -7,7 +7,7 @@ recent window for the rest, chosen from head scores.
     ...     out = m.hf.generate(**batch, max_new_tokens=16)
 """
 
-from interp.intervene.compress.cache import CompressedCache, HeadSplitLayer
+from interp.intervene.compress.cache import CompressedCache, HeadSplitLayer, cache_bytes
 from interp.intervene.compress.context import compress
 from interp.intervene.compress.policy import KVPolicy, PolicyError
 from interp.intervene.compress.prefill import prefill
@@ -18,6 +18,7 @@ __all__ = [
            "HeadSplitLayer",
            "KVPolicy",
            "PolicyError",
+           "cache_bytes",
            "compress",
            "kv_head_scores",
            "prefill",

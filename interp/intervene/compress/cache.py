@@ -136,3 +136,13 @@ class CompressedCache(Cache):
     def stored_bytes(self) -> int:
         """Bytes of keys and values held now."""
         return sum(layer.stored_bytes() for layer in self.layers)
+
+
+def cache_bytes(cache: Cache) -> int:
+    """Bytes of keys and values a transformers cache holds now (a `CompressedCache` counts both groups).
+
+    >>> cache_bytes(out.cache)                                           # doctest: +SKIP
+    """
+    if isinstance(cache, CompressedCache):
+        return cache.stored_bytes()
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.keys is not None)

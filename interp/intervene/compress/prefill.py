@@ -51,5 +51,10 @@ def prefill(
         piece = input_ids[:, start:start + chunk]
         past = {"cache": cache} if cache is not None else {}
         out = m.hf(input_ids=piece, use_cache=True, logits_to_keep=1, **past)  # [batch, vocab] logits only
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache = output_cache(out)
     return out.logits[:, -1], cache
+
+
+def output_cache(out):
+    """The cache a forward pass returned (`out.cache`; `past_key_values` in older transformers)."""
+    return out.cache if hasattr(out, "cache") else out.past_key_values
