@@ -179,24 +179,28 @@ class Experiment:
     # ---- the grid ----------------------------------------------------------------------------
     def run(self) -> dict:
         m, a = self.m, self.args
+        self.check_settings()  # before any work: saved scores depend on the settings too
         runs = [(meth, d) for meth in a.select for d in (range(a.random_draws) if meth == "random" else [0])]
         for meth, d in runs:  # scores first (cached), so cells can start from any of them
             self.scores(meth, d)
         text = read_haystack(HELDOUT_TEXT)
+        inputs: dict[int, tuple] = {}  # length -> (evaluation trials, held-out windows), built when needed
+
+        def cell_inputs(length: int) -> tuple:
+            if length not in inputs:
+                niah = NiahConfig(lengths=[length], depths=a.depths, needles=EVAL_NEEDLES)
+                inputs[length] = (build_trials(m.tokenizer, niah, n_ctx=m.adapter.n_ctx),
+                                  list(heldout_windows(m.tokenizer, text, length, a.ppl_windows)))
+            return inputs[length]
+
         cells = []
         fractions = [f for f in a.fractions if f < 1]  # fraction 1 is the uncompressed baseline, run first
         todo = [(length, f, meth, d) for length in a.lengths
                 for f, meth, d in [(1.0, "full", 0)] + [(f, meth, d) for f in fractions for meth, d in runs]]
-        self.check_settings()
         for length, f, meth, d in track(todo, "compress cells", enabled=self.progress, transient=False):
-            trials = build_trials(m.tokenizer,
-                                  NiahConfig(lengths=[length], depths=a.depths, needles=EVAL_NEEDLES),
-                                  n_ctx=m.adapter.n_ctx)
-            heldout = list(heldout_windows(m.tokenizer, text, length, a.ppl_windows))
             unit = f"{meth}{d}-f{f:g}-L{length}"
             policy = None if meth == "full" else self.policy(meth, d, f)
-            row = self.parts.cached(unit,
-                                    lambda p=policy, n=length, t=trials, h=heldout: self.cell(p, n, t, h))
+            row = self.parts.cached(unit, lambda p=policy, n=length: self.cell(p, n, *cell_inputs(n)))
             cells.append({"method": meth, "draw": d, "fraction": f, **row})
             if self.on_cell is not None:  # finished cells are readable while the grid runs
                 self.on_cell(self.document(cells))

@@ -38,7 +38,8 @@ def test_compress_writes_resumes_and_refuses_other_settings(tmp_path, capsys):
     again = json.loads((out / "compress.json").read_text())
     assert next(c for c in again["cells"] if c["method"] == "retrieval").get("resumed") is True
 
-    capsys.readouterr()
+    capsys.readouterr()  # other settings are refused before any work (the duo gates are not trained)
     assert main(["compress", model, *ARGS[:-5], "--window", "32", "--prefill-chunk", "48", "--no-progress",
-                 "--out", str(out)]) == 2
+                 "--select", "duo", "--duo-steps", "2", "--duo-length", "64", "--out", str(out)]) == 2
     assert "window=16" in capsys.readouterr().err
+    assert not (out / "parts" / "scores" / "duo.json").exists()
